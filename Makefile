@@ -1,0 +1,29 @@
+# `make demo` and `make test` set everything up on a fresh machine (Python 3.10+).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: setup demo test lint bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+demo: setup
+	$(PY) -m seq2seq_jax.demo
+
+lint: setup
+	$(PY) -m ruff check seq2seq_jax tests benchmarks
+
+test: lint
+	$(PY) -m pytest -n 2 -q
+
+bench: setup
+	$(PY) benchmarks/train_step.py
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache

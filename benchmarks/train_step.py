@@ -1,0 +1,244 @@
+"""One training step at the reference size: seq2seq_jax against PyTorch and Flax.
+
+    python benchmarks/train_step.py [--steps 8] [--rows none,dot,feed] [--bf16]
+
+Reference size: 1-layer LSTM encoder and decoder, batch 64, source and target
+length 30, vocabularies of 8000, embedding 256, hidden 512, Adam, global-norm
+clipping 5. Rows: no attention; Luong dot attention; dot attention with input
+feeding. The three implementations run the same architecture in this one
+process, measured round-robin (one step of each in turn) so that load on a
+shared machine hits them alike; the table gives medians.
+
+* seq2seq_jax: `models.Seq2Seq` + `train.make_train_step` (teacher forcing).
+* PyTorch (`torch.set_num_threads(2)`): `nn.LSTM` for the encoder; the decoder
+  is `nn.LSTM` over the whole target where nothing feeds back, and an
+  `nn.LSTMCell` loop over time with input feeding (as OpenNMT-py does); dot
+  attention batched with `bmm`. `--bf16` adds rows under `torch.autocast`.
+* Flax: `nn.RNN(nn.OptimizedLSTMCell)` encoder and decoder, dot attention
+  batched after the decoder; input feeding as `nn.scan` over a step module.
+
+GFLOP/s counts the matmuls of the forward pass times 3 (forward + backward).
+"""
+
+import argparse
+import functools
+import os
+import time
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import torch
+
+from seq2seq_jax import models, train
+
+B, S, T, V, E, H = 64, 30, 30, 8000, 256, 512
+ROWS = {"none": ("none", False), "dot": ("dot", False), "feed": ("dot", True)}
+
+
+def step_gflops(attention: str, feeding: bool) -> float:
+  """Matmul FLOPs of one training step (forward x 3), in GFLOP."""
+  enc = 2 * B * S * (E * 4 * H + H * 4 * H)
+  dec = 2 * B * T * ((E + (H if feeding else 0)) * 4 * H + H * 4 * H)
+  att = 0 if attention == "none" else 2 * B * T * (2 * S * H + 2 * H * H)
+  out = 2 * B * T * H * V
+  return 3 * (enc + dec + att + out) / 1e9
+
+
+def random_batch(seed: int = 0):
+  rng = np.random.default_rng(seed)
+  src = rng.integers(4, V, (B, S)).astype(np.int32)
+  tgt = rng.integers(4, V, (B, T)).astype(np.int32)
+  tgt[:, -1] = 2  # EOS
+  return src, tgt
+
+
+# ----- seq2seq_jax -----
+
+def ours_step(attention, feeding, dtype):
+  model = models.Seq2Seq(src_vocab_size=V, tgt_vocab_size=V, cell="lstm", attention=attention,
+                         input_feeding=feeding, embed_dim=E, hidden_dim=H, dtype=dtype)
+  src, tgt = random_batch()
+  batch = {"src": jnp.asarray(src), "tgt": jnp.asarray(tgt)}
+  tx = train.make_optimizer(learning_rate=1e-3, clip_norm=5.0)
+  state = train.init_state(model, tx, jax.random.PRNGKey(0), batch)
+  step = train.make_train_step(model, tx)
+  holder = {"state": state}
+  rng = jax.random.PRNGKey(1)
+
+  def run():
+    holder["state"], metrics = step(holder["state"], batch, rng)
+    return float(metrics["loss"])
+  return run
+
+
+# ----- PyTorch -----
+
+class TorchSeq2Seq(torch.nn.Module):
+  def __init__(self, attention, feeding):
+    super().__init__()
+    self.attention, self.feeding = attention, feeding
+    self.src_embed = torch.nn.Embedding(V, E)
+    self.tgt_embed = torch.nn.Embedding(V, E)
+    self.encoder = torch.nn.LSTM(E, H, batch_first=True)
+    if feeding:
+      self.decoder_cell = torch.nn.LSTMCell(E + H, H)
+    else:
+      self.decoder = torch.nn.LSTM(E, H, batch_first=True)
+    if attention != "none":
+      self.w_c = torch.nn.Linear(2 * H, H, bias=False)
+    self.out = torch.nn.Linear(H, V)
+
+  def attend(self, h, memory):  # h [B, t, H], memory [B, S, H]
+    weights = torch.softmax(torch.bmm(h, memory.transpose(1, 2)), dim=-1)
+    context = torch.bmm(weights, memory)
+    return torch.tanh(self.w_c(torch.cat([context, h], -1)))
+
+  def forward(self, src, tgt_in, tgt):
+    memory, (h, c) = self.encoder(self.src_embed(src))
+    emb = self.tgt_embed(tgt_in)
+    if self.feeding:
+      h, c = h[0], c[0]
+      feed = torch.zeros(B, H)
+      outs = []
+      for t in range(T):
+        h, c = self.decoder_cell(torch.cat([emb[:, t], feed], -1), (h, c))
+        feed = self.attend(h[:, None], memory)[:, 0]
+        outs.append(feed)
+      outs = torch.stack(outs, 1)
+    else:
+      outs, _ = self.decoder(emb, (h, c))
+      if self.attention != "none":
+        outs = self.attend(outs, memory)
+    logits = self.out(outs)
+    return torch.nn.functional.cross_entropy(logits.reshape(-1, V).float(), tgt.reshape(-1))
+
+
+def torch_step(attention, feeding, autocast):
+  torch.manual_seed(0)
+  model = TorchSeq2Seq(attention, feeding)
+  opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+  src, tgt = random_batch()
+  src, tgt = torch.from_numpy(src).long(), torch.from_numpy(tgt).long()
+  tgt_in = torch.cat([torch.ones(B, 1, dtype=torch.long), tgt[:, :-1]], 1)
+
+  def run():
+    opt.zero_grad(set_to_none=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+      loss = model(src, tgt_in, tgt)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+    opt.step()
+    return float(loss)
+  return run
+
+
+# ----- Flax nn.RNN(nn.OptimizedLSTMCell) -----
+
+class FlaxFeedStep(nn.Module):
+  @nn.compact
+  def __call__(self, carry, emb_t, memory):
+    lstm_carry, feed = carry
+    lstm_carry, h = nn.OptimizedLSTMCell(H)(lstm_carry, jnp.concatenate([emb_t, feed], -1))
+    weights = jax.nn.softmax(jnp.einsum("bh,bsh->bs", h, memory), -1)
+    context = jnp.einsum("bs,bsh->bh", weights, memory)
+    out = jnp.tanh(nn.Dense(H, use_bias=False)(jnp.concatenate([context, h], -1)))
+    return (lstm_carry, out), out
+
+
+class FlaxSeq2Seq(nn.Module):
+  attention: str
+  feeding: bool
+
+  @nn.compact
+  def __call__(self, src, tgt_in):
+    carry, memory = nn.RNN(nn.OptimizedLSTMCell(H), return_carry=True)(nn.Embed(V, E)(src))
+    emb = nn.Embed(V, E)(tgt_in)
+    if self.feeding:
+      scan = nn.scan(FlaxFeedStep, variable_broadcast="params", split_rngs={"params": False},
+                     in_axes=(1, nn.broadcast), out_axes=1)
+      _, outs = scan()((carry, jnp.zeros((B, H))), emb, memory)
+    else:
+      outs = nn.RNN(nn.OptimizedLSTMCell(H))(emb, initial_carry=carry)
+      if self.attention != "none":
+        weights = jax.nn.softmax(jnp.einsum("bth,bsh->bts", outs, memory), -1)
+        context = jnp.einsum("bts,bsh->bth", weights, memory)
+        outs = jnp.tanh(nn.Dense(H, use_bias=False)(jnp.concatenate([context, outs], -1)))
+    return nn.Dense(V)(outs)
+
+
+def flax_step(attention, feeding):
+  model = FlaxSeq2Seq(attention, feeding)
+  src, tgt = random_batch()
+  src, tgt = jnp.asarray(src), jnp.asarray(tgt)
+  tgt_in = jnp.concatenate([jnp.ones((B, 1), jnp.int32), tgt[:, :-1]], 1)
+  params = model.init(jax.random.PRNGKey(0), src, tgt_in)
+  tx = optax.chain(optax.clip_by_global_norm(5.0), optax.adam(1e-3))
+
+  @functools.partial(jax.jit, donate_argnums=(0, 1))
+  def step(params, opt_state):
+    def loss_fn(params):
+      logits = model.apply(params, src, tgt_in)
+      return optax.softmax_cross_entropy_with_integer_labels(logits, tgt).mean()
+    loss, grads = jax.value_and_grad(loss_fn)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
+
+  holder = {"p": params, "o": tx.init(params)}
+
+  def run():
+    holder["p"], holder["o"], loss = step(holder["p"], holder["o"])
+    return float(loss)
+  return run
+
+
+def measure(runners: dict, steps: int) -> dict:
+  """Median seconds per step, one step of each runner in turn."""
+  for run in runners.values():  # compile and warm up
+    run()
+    run()
+  times = {name: [] for name in runners}
+  for _ in range(steps):
+    for name, run in runners.items():
+      start = time.perf_counter()
+      run()
+      times[name].append(time.perf_counter() - start)
+  return {name: float(np.median(t)) for name, t in times.items()}
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--steps", type=int, default=8)
+  parser.add_argument("--rows", default="none,dot,feed")
+  parser.add_argument("--bf16", action="store_true", help="also bf16 rows")
+  parser.add_argument("--no_flax", action="store_true")
+  args = parser.parse_args()
+  torch.set_num_threads(2)
+  print(f"jax {jax.__version__} ({jax.devices()[0].platform}), torch {torch.__version__} "
+        f"(2 threads), {os.cpu_count()} cpus; batch {B}, length {S}/{T}, vocab {V}, "
+        f"emb {E}, hidden {H}; median of {args.steps} steps")
+  header = (f"| {'row':<16} | {'implementation':<24} | {'s/step':>7} | {'tokens/s':>8} | "
+            f"{'vs torch':>8} | {'GFLOP/s':>7} |")
+  print(header)
+  print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
+  for row in args.rows.split(","):
+    attention, feeding = ROWS[row]
+    runners = {"seq2seq_jax f32": ours_step(attention, feeding, "float32"),
+               "pytorch f32": torch_step(attention, feeding, False)}
+    if not args.no_flax:
+      runners["flax nn.RNN f32"] = flax_step(attention, feeding)
+    if args.bf16:
+      runners["seq2seq_jax bf16"] = ours_step(attention, feeding, "bfloat16")
+      runners["pytorch bf16 autocast"] = torch_step(attention, feeding, True)
+    secs = measure(runners, args.steps)
+    flops = step_gflops(attention, feeding)
+    for name, sec in secs.items():
+      ref = secs["pytorch bf16 autocast" if "bf16" in name else "pytorch f32"]
+      print(f"| {row:<16} | {name:<24} | {sec:7.3f} | {B * T / sec:8.0f} | "
+            f"{ref / sec:7.2f}x | {flops / sec:7.1f} |", flush=True)
+
+
+if __name__ == "__main__":
+  main()

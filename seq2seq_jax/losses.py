@@ -1,0 +1,100 @@
+"""Token cross-entropy with a padding mask and optional label smoothing."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from seq2seq_jax import ops
+from seq2seq_jax.tokens import PAD_ID
+
+
+def token_cross_entropy(logits: jax.Array, targets: jax.Array,
+                        label_smoothing: float = 0.0) -> jax.Array:
+  """Per-token loss `[...]` of `logits [..., vocab]` against `targets [...]`.
+
+  With label smoothing `eps` the target distribution is
+  `(1 - eps) * onehot + eps / vocab`.
+  """
+  logits = logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
+  log_probs = jax.nn.log_softmax(logits, axis=-1)
+  nll = -jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
+  if not label_smoothing:
+    return nll
+  smooth = -jnp.mean(log_probs, axis=-1)
+  return (1.0 - label_smoothing) * nll + label_smoothing * smooth
+
+
+def masked_cross_entropy(logits: jax.Array, targets: jax.Array,
+                         label_smoothing: float = 0.0) -> dict:
+  """Sums over the non-padding tokens of `targets [batch, tgt_len]`.
+
+  Returns:
+    dict with `loss_sum`, `num_tokens` and `num_correct` (argmax == target).
+  """
+  mask = (targets != PAD_ID).astype(jnp.float32)
+  loss = token_cross_entropy(logits, targets, label_smoothing)
+  correct = (jnp.argmax(logits, axis=-1) == targets).astype(jnp.float32)
+  return {"loss_sum": jnp.sum(loss * mask), "num_tokens": jnp.sum(mask),
+          "num_correct": jnp.sum(correct * mask)}
+
+
+def _projected_ce_forward(h, w, b, targets, label_smoothing):
+  logits = ops.widen(ops.matmul(h, w) + ops.widen(b))  # [N, V]
+  lse = jax.nn.logsumexp(logits, axis=-1)
+  gold = jnp.take_along_axis(logits, targets[:, None], axis=-1)[:, 0]
+  loss = lse - gold
+  if label_smoothing:
+    loss = (1.0 - label_smoothing) * loss + label_smoothing * (lse - jnp.mean(logits, -1))
+  correct = (gold >= jnp.max(logits, axis=-1)).astype(jnp.float32)
+  return logits, lse, loss, correct
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def projected_cross_entropy(h: jax.Array, w: jax.Array, b: jax.Array, targets: jax.Array,
+                            label_smoothing: float = 0.0):
+  """The output projection and the token cross-entropy as one operation.
+
+  Equal to `token_cross_entropy(h @ w + b, targets, label_smoothing)`, with a
+  hand-written gradient: the forward pass keeps `softmax - q` (q the smoothed
+  one-hot target) instead of the logits, so the backward pass is two matmuls
+  and no further pass over the `[N, vocab]` logits.
+
+  Args:
+    h: `[N, hidden]` decoder outputs.
+    w: `[hidden, vocab]` output projection.
+    b: `[vocab]` its bias.
+    targets: `[N]` int target ids.
+    label_smoothing: as in `token_cross_entropy`.
+
+  Returns:
+    `(loss [N], correct [N])`: per-token loss, and 1.0 where the target has the
+    highest logit (no gradient).
+  """
+  _, _, loss, correct = _projected_ce_forward(h, w, b, targets, label_smoothing)
+  return loss, correct
+
+
+def _projected_ce_fwd(h, w, b, targets, label_smoothing):
+  logits, lse, loss, correct = _projected_ce_forward(h, w, b, targets, label_smoothing)
+  vocab = logits.shape[-1]
+  d_logits = jnp.exp(logits - lse[:, None])
+  rows = jnp.arange(targets.shape[0])
+  d_logits = d_logits.at[rows, targets].add(-(1.0 - label_smoothing))
+  if label_smoothing:
+    d_logits = d_logits - label_smoothing / vocab
+  return (loss, correct), (h, w, b, targets, d_logits.astype(w.dtype))
+
+
+def _projected_ce_bwd(label_smoothing, residuals, cotangents):
+  del label_smoothing
+  h, w, b, targets, d_logits = residuals
+  d_loss, _ = cotangents
+  g = d_logits * d_loss[:, None].astype(d_logits.dtype)
+  d_h = ops.matmul(g, w.T).astype(h.dtype)
+  d_w = ops.matmul(h.T, g).astype(w.dtype)
+  d_b = jnp.sum(g.astype(jnp.float32), axis=0).astype(b.dtype)
+  return d_h, d_w, d_b, None
+
+
+projected_cross_entropy.defvjp(_projected_ce_fwd, _projected_ce_bwd)
