@@ -79,3 +79,24 @@ def test_gradient_clipping_bounds_the_update():
 def test_unknown_optimizer():
   with pytest.raises(ValueError, match=r"unknown train.optimizer 'adamw2'; valid optimizers"):
     train.make_optimizer(optimizer="adamw2")
+
+
+def test_bfloat16_matches_float32_and_learns():
+  kw = dict(src_vocab_size=VOCAB, tgt_vocab_size=VOCAB, embed_dim=8, hidden_dim=16,
+            attention="general", input_feeding=True)
+  f32, bf16 = models.Seq2Seq(**kw), models.Seq2Seq(**kw, dtype="bfloat16")
+  batch = copy_batch(0)
+  variables = f32.init(jax.random.PRNGKey(0), batch["src"], batch["tgt"])
+  out32 = f32.apply(variables, batch["src"], batch["tgt"])["logits"]
+  out16 = bf16.apply(variables, batch["src"], batch["tgt"])["logits"]
+  assert out16.dtype == jnp.float32  # bf16 matmuls, float32 results
+  np.testing.assert_allclose(out16, out32, atol=0.05)
+  history = train_losses(bf16, steps=40)
+  assert history[-1]["loss"] < 0.75 * history[0]["loss"]
+
+
+def test_teacher_forcing_from_config():
+  assert train.teacher_forcing_from_config({"schedule": "constant", "ratio": 1.0}) is None
+  schedule = train.teacher_forcing_from_config(
+      {"schedule": "inverse_sigmoid", "k": 10.0, "ratio": 1.0, "c": 0.1})
+  np.testing.assert_allclose(schedule(20), 10.0 / (10.0 + np.exp(2.0)), rtol=1e-6)
