@@ -1,21 +1,25 @@
 """One training step at the reference size: seq2seq_jax against PyTorch and Flax.
 
-    python benchmarks/train_step.py [--steps 8] [--rows none,dot,feed] [--bf16]
+    python benchmarks/train_step.py [--steps 8] [--rows none,dot,feed,sampled] [--bf16]
 
 Reference size: 1-layer LSTM encoder and decoder, batch 64, source and target
 length 30, vocabularies of 8000, embedding 256, hidden 512, Adam, global-norm
-clipping 5. Rows: no attention; Luong dot attention; dot attention with input
-feeding. The three implementations run the same architecture in this one
-process, measured round-robin (one step of each in turn) so that load on a
-shared machine hits them alike; the table gives medians.
+clipping 5. Rows: `none` (no attention), `dot` (Luong dot attention), `feed`
+(dot attention with input feeding), `sampled` (dot attention, scheduled
+sampling at teacher-forcing probability 0.5: per token the gold token or the
+argmax prediction, so the output projection sits inside the time loop). The
+implementations run the same architecture in this one process, measured
+round-robin (one step of each in turn) so that load on a shared machine hits
+them alike; the table gives medians.
 
-* seq2seq_jax: `models.Seq2Seq` + `train.make_train_step` (teacher forcing).
+* seq2seq_jax: `models.Seq2Seq` + `train.make_train_step`.
 * PyTorch (`torch.set_num_threads(2)`): `nn.LSTM` for the encoder; the decoder
-  is `nn.LSTM` over the whole target where nothing feeds back, and an
-  `nn.LSTMCell` loop over time with input feeding (as OpenNMT-py does); dot
-  attention batched with `bmm`. `--bf16` adds rows under `torch.autocast`.
+  is `nn.LSTM` over the whole target where nothing feeds back, else an
+  `nn.LSTMCell` loop over time (as OpenNMT-py and JoeyNMT do); dot attention
+  batched with `bmm` where it can be. `--bf16` adds rows under `torch.autocast`.
 * Flax: `nn.RNN(nn.OptimizedLSTMCell)` encoder and decoder, dot attention
-  batched after the decoder; input feeding as `nn.scan` over a step module.
+  batched after the decoder; input feeding as `nn.scan` over a step module
+  (no `sampled` row).
 
 GFLOP/s counts the matmuls of the forward pass times 3 (forward + backward).
 """
@@ -35,7 +39,9 @@ import torch
 from seq2seq_jax import models, train
 
 B, S, T, V, E, H = 64, 30, 30, 8000, 256, 512
-ROWS = {"none": ("none", False), "dot": ("dot", False), "feed": ("dot", True)}
+# row: (attention, input feeding, teacher-forcing probability)
+ROWS = {"none": ("none", False, 1.0), "dot": ("dot", False, 1.0), "feed": ("dot", True, 1.0),
+        "sampled": ("dot", False, 0.5)}
 
 
 def step_gflops(attention: str, feeding: bool) -> float:
@@ -57,14 +63,14 @@ def random_batch(seed: int = 0):
 
 # ----- seq2seq_jax -----
 
-def ours_step(attention, feeding, dtype):
+def ours_step(attention, feeding, tf_prob, dtype):
   model = models.Seq2Seq(src_vocab_size=V, tgt_vocab_size=V, cell="lstm", attention=attention,
                          input_feeding=feeding, embed_dim=E, hidden_dim=H, dtype=dtype)
   src, tgt = random_batch()
   batch = {"src": jnp.asarray(src), "tgt": jnp.asarray(tgt)}
   tx = train.make_optimizer(learning_rate=1e-3, clip_norm=5.0)
   state = train.init_state(model, tx, jax.random.PRNGKey(0), batch)
-  step = train.make_train_step(model, tx)
+  step = train.make_train_step(model, tx, None if tf_prob == 1.0 else lambda i: tf_prob)
   holder = {"state": state}
   rng = jax.random.PRNGKey(1)
 
@@ -77,14 +83,15 @@ def ours_step(attention, feeding, dtype):
 # ----- PyTorch -----
 
 class TorchSeq2Seq(torch.nn.Module):
-  def __init__(self, attention, feeding):
+  def __init__(self, attention, feeding, tf_prob):
     super().__init__()
-    self.attention, self.feeding = attention, feeding
+    self.attention, self.feeding, self.tf_prob = attention, feeding, tf_prob
+    loop = feeding or tf_prob < 1.0
     self.src_embed = torch.nn.Embedding(V, E)
     self.tgt_embed = torch.nn.Embedding(V, E)
     self.encoder = torch.nn.LSTM(E, H, batch_first=True)
-    if feeding:
-      self.decoder_cell = torch.nn.LSTMCell(E + H, H)
+    if loop:
+      self.decoder_cell = torch.nn.LSTMCell(E + (H if feeding else 0), H)
     else:
       self.decoder = torch.nn.LSTM(E, H, batch_first=True)
     if attention != "none":
@@ -99,6 +106,17 @@ class TorchSeq2Seq(torch.nn.Module):
   def forward(self, src, tgt_in, tgt):
     memory, (h, c) = self.encoder(self.src_embed(src))
     emb = self.tgt_embed(tgt_in)
+    if self.tf_prob < 1.0:  # scheduled sampling: a coin per token
+      h, c = h[0], c[0]
+      use_gold = torch.rand(B, T) < self.tf_prob
+      tokens, all_logits = tgt_in[:, 0], []
+      for t in range(T):
+        if t:
+          tokens = torch.where(use_gold[:, t], tgt_in[:, t], all_logits[-1].argmax(-1))
+        h, c = self.decoder_cell(self.tgt_embed(tokens), (h, c))
+        all_logits.append(self.out(self.attend(h[:, None], memory)[:, 0]))
+      logits = torch.stack(all_logits, 1)
+      return torch.nn.functional.cross_entropy(logits.reshape(-1, V).float(), tgt.reshape(-1))
     if self.feeding:
       h, c = h[0], c[0]
       feed = torch.zeros(B, H)
@@ -116,9 +134,9 @@ class TorchSeq2Seq(torch.nn.Module):
     return torch.nn.functional.cross_entropy(logits.reshape(-1, V).float(), tgt.reshape(-1))
 
 
-def torch_step(attention, feeding, autocast):
+def torch_step(attention, feeding, tf_prob, autocast):
   torch.manual_seed(0)
-  model = TorchSeq2Seq(attention, feeding)
+  model = TorchSeq2Seq(attention, feeding, tf_prob)
   opt = torch.optim.Adam(model.parameters(), lr=1e-3)
   src, tgt = random_batch()
   src, tgt = torch.from_numpy(src).long(), torch.from_numpy(tgt).long()
@@ -131,7 +149,7 @@ def torch_step(attention, feeding, autocast):
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
     opt.step()
-    return float(loss)
+    return float(loss.detach())
   return run
 
 
@@ -194,6 +212,44 @@ def flax_step(attention, feeding):
   return run
 
 
+def gemm_floor(attention: str) -> tuple[float, float]:
+  """Seconds a step's f32 matmuls take alone, each at its best measured speed.
+
+  Every matmul of the forward and backward pass of the `none` / `dot` rows is
+  timed alone with jnp and with torch (2 threads); the sum of the faster of the
+  two is a floor under any implementation of the step on this machine that
+  does the same arithmetic. Returns (floor, share of it in the vocabulary
+  projection).
+  """
+  def fwd_bwd(m, k, n, count=1):
+    # y = x @ w: forward [m,k]x[k,n]; backward dx = dy w^T, dw = x^T dy.
+    return [(m, k, n, count), (m, n, k, count), (k, m, n, count)]
+  rec = [(B, H, 4 * H, S + T), (B, 4 * H, H, S + T), (H, B * (S + T), 4 * H, 1)]
+  shapes = (fwd_bwd(B * S, E, 4 * H) + fwd_bwd(B * T, E, 4 * H) + rec)
+  if attention != "none":
+    shapes += fwd_bwd(B * T, 2 * H, H)  # W_c; the [30 x 30] score bmm's are small
+  vocab = fwd_bwd(B * T, H, V)
+  mm = jax.jit(jnp.matmul)
+
+  def best(m, k, n):
+    a, b = np.ones((m, k), np.float32), np.ones((k, n), np.float32)
+    ja, jb, ta, tb = jnp.asarray(a), jnp.asarray(b), torch.from_numpy(a), torch.from_numpy(b)
+    out = []
+    for f in (lambda: mm(ja, jb).block_until_ready(), lambda: ta @ tb):
+      f()
+      out.append(min(_timed(f) for _ in range(5)))
+    return min(out)
+
+  vocab_time = sum(c * best(m, k, n) for m, k, n, c in vocab)
+  return vocab_time + sum(c * best(m, k, n) for m, k, n, c in shapes), vocab_time
+
+
+def _timed(f):
+  start = time.perf_counter()
+  f()
+  return time.perf_counter() - start
+
+
 def measure(runners: dict, steps: int) -> dict:
   """Median seconds per step, one step of each runner in turn."""
   for run in runners.values():  # compile and warm up
@@ -202,18 +258,18 @@ def measure(runners: dict, steps: int) -> dict:
   times = {name: [] for name in runners}
   for _ in range(steps):
     for name, run in runners.items():
-      start = time.perf_counter()
-      run()
-      times[name].append(time.perf_counter() - start)
+      times[name].append(_timed(run))
   return {name: float(np.median(t)) for name, t in times.items()}
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--steps", type=int, default=8)
-  parser.add_argument("--rows", default="none,dot,feed")
+  parser.add_argument("--rows", default="none,dot,feed,sampled")
   parser.add_argument("--bf16", action="store_true", help="also bf16 rows")
   parser.add_argument("--no_flax", action="store_true")
+  parser.add_argument("--floor", action="store_true",
+                      help="also the f32 matmul-only floor of the none and dot rows")
   args = parser.parse_args()
   torch.set_num_threads(2)
   print(f"jax {jax.__version__} ({jax.devices()[0].platform}), torch {torch.__version__} "
@@ -224,20 +280,25 @@ def main():
   print(header)
   print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
   for row in args.rows.split(","):
-    attention, feeding = ROWS[row]
-    runners = {"seq2seq_jax f32": ours_step(attention, feeding, "float32"),
-               "pytorch f32": torch_step(attention, feeding, False)}
-    if not args.no_flax:
+    attention, feeding, tf_prob = ROWS[row]
+    runners = {"seq2seq_jax f32": ours_step(attention, feeding, tf_prob, "float32"),
+               "pytorch f32": torch_step(attention, feeding, tf_prob, False)}
+    if not args.no_flax and tf_prob == 1.0:
       runners["flax nn.RNN f32"] = flax_step(attention, feeding)
     if args.bf16:
-      runners["seq2seq_jax bf16"] = ours_step(attention, feeding, "bfloat16")
-      runners["pytorch bf16 autocast"] = torch_step(attention, feeding, True)
+      runners["seq2seq_jax bf16"] = ours_step(attention, feeding, tf_prob, "bfloat16")
+      runners["pytorch bf16 autocast"] = torch_step(attention, feeding, tf_prob, True)
     secs = measure(runners, args.steps)
     flops = step_gflops(attention, feeding)
     for name, sec in secs.items():
       ref = secs["pytorch bf16 autocast" if "bf16" in name else "pytorch f32"]
       print(f"| {row:<16} | {name:<24} | {sec:7.3f} | {B * T / sec:8.0f} | "
             f"{ref / sec:7.2f}x | {flops / sec:7.1f} |", flush=True)
+    if args.floor and row in ("none", "dot"):
+      floor, vocab = gemm_floor(attention)
+      print(f"| {row:<16} | {'f32 matmul floor':<24} | {floor:7.3f} | {B * T / floor:8.0f} | "
+            f"{secs['pytorch f32'] / floor:7.2f}x | {flops / floor:7.1f} |  "
+            f"(vocabulary projection {vocab:.3f} s)", flush=True)
 
 
 if __name__ == "__main__":

@@ -58,6 +58,19 @@ def _check_choice(name, value, choices):
                      f"{', '.join(map(str, choices))}")
 
 
+def _check_batch(src, tgt) -> None:
+  """Shape and dtype errors that would otherwise surface deep inside a scan."""
+  for name, x in (("src", src), ("tgt", tgt)):
+    if x.ndim != 2 or not jnp.issubdtype(x.dtype, jnp.integer):
+      raise ValueError(f"{name} must be int token ids [batch, length], got "
+                       f"{x.dtype} {tuple(x.shape)}")
+    if x.shape[1] == 0:
+      raise ValueError(f"{name} has length 0: {tuple(x.shape)}")
+  if src.shape[0] != tgt.shape[0]:
+    raise ValueError(f"src and tgt batch sizes differ: src {tuple(src.shape)}, "
+                     f"tgt {tuple(tgt.shape)}")
+
+
 def reverse_within_length(tokens: jax.Array, lengths: jax.Array) -> jax.Array:
   """Reverses each row's first `lengths[b]` tokens, leaving the padding in place."""
   t = jnp.arange(tokens.shape[1])[None, :]
@@ -433,6 +446,7 @@ class Seq2Seq(nn.Module):
       without attention) and `gold_fraction` (the fraction of steps after the
       first that read the gold token).
     """
+    _check_batch(src, tgt)
     enc = self.encode(src, train=train)
     mem, state = self.start(enc)
     p = self.decoder_params()

@@ -179,5 +179,19 @@ def test_bad_arguments(kw, message):
     make_model(**kw)
 
 
+def test_mismatched_shapes():
+  model = make_model()
+  src, tgt = random_batch(0)
+  variables = init(model, src, tgt)
+  with pytest.raises(ValueError,
+                     match=r"src and tgt batch sizes differ: src \(4, 7\), tgt \(3, 6\)"):
+    model.apply(variables, src, tgt[:3])
+  with pytest.raises(ValueError, match=r"src must be int token ids \[batch, length\], got "
+                                       r"float32 \(4, 7\)"):
+    model.apply(variables, src.astype(jnp.float32), tgt)
+  with pytest.raises(ValueError, match=r"tgt must be int token ids .* \(6,\)"):
+    model.apply(variables, src, tgt[0])
+
+
 def test_cells_registry_is_the_models_choice():
   assert set(cells.CELLS) == {"rnn", "lstm", "gru", "ln_lstm"}
