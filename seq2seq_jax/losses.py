@@ -90,10 +90,12 @@ def _projected_ce_bwd(label_smoothing, residuals, cotangents):
   del label_smoothing
   h, w, b, targets, d_logits = residuals
   d_loss, _ = cotangents
-  g = d_logits * d_loss[:, None].astype(d_logits.dtype)
-  d_h = ops.matmul(g, w.T).astype(h.dtype)
-  d_w = ops.matmul(h.T, g).astype(w.dtype)
-  d_b = jnp.sum(g.astype(jnp.float32), axis=0).astype(b.dtype)
+  # The per-token scale d_loss multiplies rows, so it goes on the small
+  # [N, hidden] side of each matmul rather than over the [N, vocab] d_logits.
+  d_loss = ops.widen(d_loss)
+  d_h = (ops.matmul(d_logits, w.T) * d_loss[:, None]).astype(h.dtype)
+  d_w = ops.matmul((ops.widen(h) * d_loss[:, None]).T, d_logits).astype(w.dtype)
+  d_b = ops.matmul(d_loss, d_logits).astype(b.dtype)
   return d_h, d_w, d_b, None
 
 
