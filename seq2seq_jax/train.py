@@ -1,14 +1,24 @@
 """The training step: a pure, jitted `train_step(state, batch, rng)`."""
 
+import json
+import logging
+import math
+from pathlib import Path
+import subprocess
+import sys
+import time
 from typing import Any, Callable
 
 import flax
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from seq2seq_jax import losses, models, schedules
 from seq2seq_jax.tokens import PAD_ID
+
+log = logging.getLogger(__name__)
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -103,3 +113,227 @@ def teacher_forcing_from_config(tf_config) -> Callable | None:
   if schedules.is_always_teacher_forced(name, **params):
     return None
   return schedules.make_schedule(name, **params)
+
+
+# ----- the training loop -----
+
+TIMING_FIELDS = ("tokens_per_s", "wall_s")  # the only metrics that differ between identical runs
+
+
+class MetricWriter:
+  """`metrics.jsonl` (one JSON object a line) and TensorBoard events."""
+
+  def __init__(self, workdir: Path, resume_step: int):
+    self.path = workdir / "metrics.jsonl"
+    # Lines after the checkpoint we resume from were written by the stopped
+    # run and will be written again.
+    if self.path.exists():
+      lines = self.path.read_text().splitlines()
+      kept = [ln for ln in lines if ln.strip() and json.loads(ln)["step"] <= resume_step]
+      self.path.write_text("".join(ln + "\n" for ln in kept))
+    from tensorboardX import SummaryWriter
+    self.tb = SummaryWriter(str(workdir / "tensorboard"), purge_step=resume_step + 1)
+
+  def write(self, record: dict) -> None:
+    with self.path.open("a") as f:
+      f.write(json.dumps(record) + "\n")
+    for key, value in record.items():
+      if isinstance(value, (int, float)) and key not in ("step",):
+        self.tb.add_scalar(f"{record['split']}/{key}", value, record["step"])
+    self.tb.flush()
+
+  def close(self) -> None:
+    self.tb.close()
+
+
+class Progress:
+  """A progress line on a terminal, plain log lines otherwise."""
+
+  def __init__(self, total: int, start: int):
+    self.total, self.start, self.t0 = total, start, time.time()
+    self.tty = sys.stderr.isatty()
+
+  def update(self, step: int, record: dict) -> None:
+    done = step - self.start
+    rate = done / max(time.time() - self.t0, 1e-9)
+    eta = (self.total - step) / max(rate, 1e-9)
+    line = (f"step {step}/{self.total}  loss {record['loss']:.4f}  "
+            f"{record['tokens_per_s']:.0f} tok/s  ETA {eta / 60:.1f} min")
+    if self.tty:
+      sys.stderr.write("\r" + line + " " * 8)
+      sys.stderr.flush()
+    else:
+      log.info(line)
+
+  def message(self, text: str) -> None:
+    if self.tty:
+      sys.stderr.write("\n")
+    log.info(text)
+
+
+def _environment() -> dict:
+  import importlib.metadata as md
+  env = {"python": sys.version.split()[0], "platform": jax.devices()[0].platform}
+  for pkg in ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "ml-collections",
+              "numpy", "sacrebleu"):
+    try:
+      env[pkg] = md.version(pkg)
+    except md.PackageNotFoundError:
+      env[pkg] = None
+  try:
+    root = Path(__file__).resolve().parent.parent
+    env["git_revision"] = subprocess.run(
+        ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+        timeout=10).stdout.strip() or None
+  except (OSError, subprocess.SubprocessError):
+    env["git_revision"] = None
+  return env
+
+
+def _prepare_workdir(config, workdir: Path, config_mismatch: str) -> None:
+  from seq2seq_jax import config_utils
+  workdir.mkdir(parents=True, exist_ok=True)
+  resolved = config.to_dict()
+  path = workdir / "config.json"
+  if path.exists():
+    diffs = config_utils.differences(json.loads(path.read_text()), resolved)
+    if diffs and config_mismatch != "allow":
+      raise ValueError(f"{workdir} holds a run with another config; differing fields: "
+                       f"{'; '.join(diffs)}. Use another --workdir, or "
+                       "--config_mismatch=allow to resume anyway")
+    if diffs:
+      log.warning("config differs from the saved one (allowed): %s", "; ".join(diffs))
+  path.write_text(json.dumps(resolved, indent=2, sort_keys=True) + "\n")
+  (workdir / "environment.json").write_text(json.dumps(_environment(), indent=2) + "\n")
+
+
+def _load_data(config, workdir: Path):
+  from seq2seq_jax import data
+  from seq2seq_jax.data.vocab import Vocab
+  src_path, tgt_path = workdir / "vocab_src.json", workdir / "vocab_tgt.json"
+  if src_path.exists() and tgt_path.exists():
+    dataset = data.load(config.dataset, Vocab.load(src_path), Vocab.load(tgt_path))
+  else:
+    dataset = data.load(config.dataset)
+    dataset.src_vocab.save(src_path)
+    dataset.tgt_vocab.save(tgt_path)
+  return dataset
+
+
+def _evaluate_and_record(config, model, params, dataset, split, step, writer, workdir,
+                         plots_prefix):
+  from seq2seq_jax import evaluate
+  result = evaluate.evaluate(model, params, dataset, split, config.eval)
+  record = {"step": step, "split": split, **result["metrics"],
+            "bleu_by_length": result["bleu_by_length"]}
+  writer.write(record)
+  if result["attention"] is not None and config.eval.num_attention_plots:
+    (workdir / "attention").mkdir(exist_ok=True)
+    src_ids = dataset.arrays[split][0]
+    for i in range(min(config.eval.num_attention_plots, len(src_ids))):
+      src_tokens = dataset.src_vocab.tokens(src_ids[i])
+      out_tokens = dataset.tgt_vocab.tokens(result["output_ids"][i]) + ["<eos>"]
+      evaluate.plot_attention(result["attention"][i], src_tokens, out_tokens,
+                              workdir / "attention" / f"{plots_prefix}_{i}.png",
+                              title=f"step {step}: {result['hypotheses'][i]}")
+  return result
+
+
+def _write_report(workdir: Path, config, results: dict, step: int, wall: float) -> None:
+  lines = [f"# {config.dataset.name}: {config.model.cell}, attention {config.model.attention}",
+           "", f"Step {step} of {config.train.num_steps}; {wall / 60:.1f} min of training in "
+           "this process (see metrics.jsonl for all evaluations).", "",
+           "| split | loss | ppl | BLEU | chrF | exact match |", "|---|---|---|---|---|---|"]
+  for split, res in results.items():
+    m = res["metrics"]
+    lines.append(f"| {split} | {m['loss']:.4f} | {m['ppl']:.3f} | {m['bleu']:.2f} | "
+                 f"{m['chrf']:.2f} | {m['exact_match']:.4f} |")
+  lines += ["", "BLEU by source length (dev):", "", "| source tokens | sentences | BLEU |",
+            "|---|---|---|"]
+  lines += [f"| {r['bucket']} | {r['n']} | {r['bleu']:.2f} |"
+            for r in results["dev"]["bleu_by_length"]]
+  lines += ["", f"sacrebleu: `{results['dev']['signature']['bleu']}`, "
+            f"`{results['dev']['signature']['chrf']}`", ""]
+  plots = sorted((workdir / "attention").glob("final_*.png")) if config.model.attention != \
+      "none" else []
+  lines += [f"![attention {p.stem}](attention/{p.name})" for p in plots]
+  (workdir / "report.md").write_text("\n".join(lines) + "\n")
+
+
+def train_and_evaluate(config, workdir, config_mismatch: str = "error") -> dict:
+  """Trains `config` in `workdir`, resuming from its last checkpoint.
+
+  Returns:
+    the final evaluation results by split.
+  """
+  from seq2seq_jax import checkpoints, config_utils, data, evaluate  # noqa: F401
+  config_utils.validate(config)
+  workdir = Path(workdir)
+  _prepare_workdir(config, workdir, config_mismatch)
+  dataset = _load_data(config, workdir)
+  model = models.Seq2Seq(src_vocab_size=len(dataset.src_vocab),
+                         tgt_vocab_size=len(dataset.tgt_vocab), **config.model)
+  tc = config.train
+  tx = make_optimizer(tc.learning_rate, tc.clip_norm, tc.optimizer)
+  batches = data.TrainBatches(*dataset.arrays["train"], tc.batch_size, config.seed)
+  first = batches(0)
+  state = init_state(model, tx, jax.random.PRNGKey(config.seed), first)
+  ckpt = checkpoints.Checkpoints(workdir / "checkpoints", tc.keep_checkpoints)
+  restored = ckpt.restore_latest(state)
+  start = 0
+  if restored is not None:
+    state, meta = restored
+    start = int(meta["step"])
+    if meta["data_position"] != start:
+      raise checkpoints.CheckpointError(f"checkpoint {start}: data position "
+                                        f"{meta['data_position']} != step")
+    log.info("resumed from %s at step %d", workdir / "checkpoints", start)
+  writer = MetricWriter(workdir, start)
+  step_fn = make_train_step(model, tx, teacher_forcing_from_config(tc.teacher_forcing),
+                            tc.label_smoothing)
+  rng = jax.random.PRNGKey(config.seed)
+  progress = Progress(tc.num_steps, start)
+  t_start, interval, t_interval = time.time(), [], time.time()
+  for step in range(start, tc.num_steps):
+    state, metrics = step_fn(state, batches(step), rng)
+    interval.append(metrics)
+    done = step + 1
+    if done % tc.log_every_steps == 0 or done == tc.num_steps:
+      stats = jax.device_get(interval)
+      loss = float(np.mean([m["loss"] for m in stats]))
+      if not np.isfinite(loss):
+        bad = next(start_of + i for i, m in enumerate(stats)
+                   for start_of in [done - len(stats) + 1] if not np.isfinite(m["loss"]))
+        raise FloatingPointError(f"training loss is {loss} at step {bad}; the last good "
+                                 f"checkpoint is in {workdir / 'checkpoints' / 'last'}")
+      record = {"step": done, "split": "train", "loss": loss, "ppl": math.exp(min(loss, 50)),
+                "token_accuracy": float(np.mean([m["token_accuracy"] for m in stats])),
+                "grad_norm": float(np.mean([m["grad_norm"] for m in stats])),
+                "tf_ratio": float(np.mean([m["tf_ratio"] for m in stats])),
+                "tokens_per_s": sum(float(m["num_tokens"]) for m in stats)
+                / max(time.time() - t_interval, 1e-9)}
+      writer.write(record)
+      progress.update(done, record)
+      interval, t_interval = [], time.time()
+    is_eval = done % config.eval.every_steps == 0 or done == tc.num_steps
+    if is_eval:
+      result = _evaluate_and_record(config, model, state.params, dataset, "dev", done, writer,
+                                    workdir, f"{done:07d}")
+      m = result["metrics"]
+      progress.message(f"step {done}: dev loss {m['loss']:.4f} BLEU {m['bleu']:.2f} "
+                       f"chrF {m['chrf']:.2f} exact match {m['exact_match']:.4f}")
+    if is_eval or done % tc.checkpoint_every_steps == 0:
+      ckpt.save(done, state, {"step": done, "data_position": done},
+                bleu=result["metrics"]["bleu"] if is_eval else None)
+      t_interval = time.time()  # tokens_per_s counts training time only
+  ckpt.wait()
+  results = {}
+  for split in ("dev", "test"):
+    results[split] = _evaluate_and_record(config, model, state.params, dataset, split,
+                                          tc.num_steps, writer, workdir, f"final_{split}")
+    (workdir / f"predictions_{split}.txt").write_text(
+        "".join(h + "\n" for h in results[split]["hypotheses"]), encoding="utf-8")
+  _write_report(workdir, config, results, tc.num_steps, time.time() - t_start)
+  writer.close()
+  ckpt.close()
+  return results

@@ -1,0 +1,94 @@
+"""The default experiment: English number words -> German, attention LSTM.
+
+    python -m seq2seq_jax.main --config=configs/default.py --workdir=/tmp/num2words
+    python -m seq2seq_jax.main --config=configs/default.py:quick --workdir=/tmp/quick
+
+German puts the units before the tens ("forty-two" -> "zweiundvierzig"), so
+the attention maps show the reordering. Source words, target characters.
+"""
+
+import ml_collections
+
+
+def get_config(arg=None):
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+
+  config.dataset = ml_collections.ConfigDict(dict(
+      name="num2words_en_de",
+      max_number=99_999,  # num2words_en_de: every number in [0, max_number]
+      train_size=20_000,  # generated tasks (copy, reverse, sort, addition)
+      dev_size=1000,
+      test_size=1000,
+      seed=0,  # generated tasks: which sequences
+      num_symbols=10,  # copy / reverse / sort: alphabet size
+      min_length=3,
+      max_length=10,
+      max_digits=3,  # addition
+      max_src_len=0,  # drop longer pairs (reported); 0 = no limit
+      max_tgt_len=0,
+  ))
+
+  config.model = ml_collections.ConfigDict(dict(
+      cell="lstm",  # rnn | lstm | gru | ln_lstm
+      attention="general",  # none | dot | general | concat | additive | scaled_dot
+      embed_dim=64,
+      hidden_dim=256,
+      num_layers=1,
+      bidirectional=True,
+      reverse_source=False,
+      input_feeding=True,
+      context_every_step=False,
+      decoder_init="last",  # last | learned | zero
+      attention_dim=0,
+      dropout=0.0,
+      dtype="float32",  # float32 | bfloat16
+      predictions="argmax",  # argmax | sample: what scheduled sampling feeds back
+      unroll=1,
+  ))
+
+  config.train = ml_collections.ConfigDict(dict(
+      num_steps=3000,
+      batch_size=64,
+      optimizer="adam",  # adam | sgd
+      learning_rate=3e-3,
+      clip_norm=5.0,
+      label_smoothing=0.0,
+      log_every_steps=100,
+      checkpoint_every_steps=500,
+      keep_checkpoints=3,  # the last N, plus the best by dev BLEU
+      teacher_forcing=ml_collections.ConfigDict(dict(
+          schedule="constant",  # constant | linear | exponential | inverse_sigmoid | step
+          ratio=1.0,  # constant
+          k=1.0,  # linear: max(eps_min, k - c*i); exponential: k**i;
+          # inverse_sigmoid: k / (k + exp(i / k))
+          c=1e-4,  # linear
+          eps_min=0.0,  # linear
+          steps=1000,  # step: teacher forcing before this step, free-running after
+      )),
+  ))
+
+  config.eval = ml_collections.ConfigDict(dict(
+      every_steps=500,
+      beam_size=1,  # 1 = greedy
+      batch_size=500,
+      num_attention_plots=3,  # fixed dev sentences plotted at every evaluation
+      max_examples=0,  # evaluate on the first N dev pairs; 0 = all
+  ))
+
+  if arg == "quick":
+    config.dataset.max_number = 999
+    config.dataset.dev_size = 100
+    config.dataset.test_size = 100
+    config.model.embed_dim = 16
+    config.model.hidden_dim = 32
+    config.train.num_steps = 60
+    config.train.batch_size = 32
+    config.train.log_every_steps = 10
+    config.train.checkpoint_every_steps = 20
+    config.eval.every_steps = 30
+    config.eval.batch_size = 100
+    config.eval.num_attention_plots = 1
+  elif arg:
+    raise ValueError(f"configs/default.py: unknown argument {arg!r}; valid: quick")
+  return config

@@ -1,0 +1,58 @@
+"""Checking a config before any work starts, and comparing two of them."""
+
+from seq2seq_jax import data, models, train
+
+
+def flatten(tree, prefix="") -> dict:
+  """`{"model": {"cell": "lstm"}}` -> `{"model.cell": "lstm"}`."""
+  out = {}
+  for key, value in tree.items():
+    name = f"{prefix}{key}"
+    if hasattr(value, "items"):
+      out.update(flatten(value, name + "."))
+    else:
+      out[name] = value
+  return out
+
+
+def differences(old: dict, new: dict) -> list[str]:
+  """Lines `field: old -> new` for every field that differs (either side may lack it)."""
+  a, b = flatten(old), flatten(new)
+  missing = "<absent>"
+  return [f"{k}: {a.get(k, missing)!r} -> {b.get(k, missing)!r}"
+          for k in sorted(set(a) | set(b)) if a.get(k, missing) != b.get(k, missing)]
+
+
+def _positive_int(config, field):
+  value = config
+  for part in field.split("."):
+    value = value[part]
+  if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+    raise ValueError(f"{field} must be a positive int, got {value!r}")
+  return value
+
+
+def validate(config) -> None:
+  """Raises ValueError naming the first bad field (and its valid choices)."""
+  if config.dataset.name not in data.dataset_names():
+    raise ValueError(f"dataset.name={config.dataset.name!r} is not valid; valid datasets: "
+                     f"{', '.join(data.dataset_names())}")
+  models.Seq2Seq(src_vocab_size=8, tgt_vocab_size=8, **config.model)  # checks model.*
+  train.teacher_forcing_from_config(config.train.teacher_forcing)  # checks the schedule
+  train.make_optimizer(config.train.learning_rate, config.train.clip_norm,
+                       config.train.optimizer)
+  if not 0.0 <= config.train.label_smoothing < 1.0:
+    raise ValueError(f"train.label_smoothing must be in [0, 1), got "
+                     f"{config.train.label_smoothing!r}")
+  for field in ("train.num_steps", "train.batch_size", "train.keep_checkpoints",
+                "eval.batch_size", "dataset.dev_size", "dataset.test_size"):
+    _positive_int(config, field)
+  log_every = _positive_int(config, "train.log_every_steps")
+  for field in ("train.checkpoint_every_steps", "eval.every_steps"):
+    every = _positive_int(config, field)
+    if every % log_every:  # exact resume restarts at a logging boundary
+      raise ValueError(f"{field}={every} must be a multiple of train.log_every_steps="
+                       f"{log_every}")
+  if config.eval.beam_size != 1:
+    raise ValueError(f"eval.beam_size={config.eval.beam_size!r}: only 1 (greedy) is "
+                     "implemented so far; beam search comes with seq2seq_jax.decoding")

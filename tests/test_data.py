@@ -1,0 +1,86 @@
+"""Generated datasets, vocabularies and the resumable batch order."""
+
+import ml_collections
+import numpy as np
+import pytest
+
+from configs import default
+from seq2seq_jax import data
+from seq2seq_jax.data.vocab import Vocab, detokenize, tokenize
+from seq2seq_jax.tokens import EOS_ID, PAD_ID, UNK_ID
+
+
+def dataset_config(**overrides):
+  cfg = default.get_config("quick").dataset
+  cfg.update(overrides)
+  return cfg
+
+
+def test_num2words_pairs_and_split():
+  ds = data.load(dataset_config(max_number=999, dev_size=50, test_size=50))
+  assert sum(len(ds.texts[s]) for s in data.SPLITS) == 1000
+  assert len(ds.texts["dev"]) == len(ds.texts["test"]) == 50
+  sources = [s for split in data.SPLITS for s, _ in ds.texts[split]]
+  assert len(set(sources)) == 1000  # every number once, no overlap between splits
+  pairs = dict(p for split in data.SPLITS for p in ds.texts[split])
+  assert pairs["three hundred and forty-two"] == "dreihundertzweiundvierzig"
+  again = data.load(dataset_config(max_number=999, dev_size=50, test_size=50))
+  assert again.texts == ds.texts  # deterministic
+  src, tgt = ds.arrays["dev"]
+  for row_src, row_tgt, (s, t) in zip(src, tgt, ds.texts["dev"]):
+    assert ds.tgt_vocab.decode(row_tgt) == t
+    assert detokenize(ds.src_vocab.tokens(row_src), "word") == s
+    assert EOS_ID in row_tgt.tolist()
+
+
+@pytest.mark.parametrize("name,check", [
+    ("copy", lambda s, t: s == t),
+    ("reverse", lambda s, t: s.split()[::-1] == t.split()),
+    ("sort", lambda s, t: sorted(s.split()) == t.split()),
+    ("addition", lambda s, t: sum(map(int, s.split("+"))) == int(t)),
+])
+def test_synthetic_tasks(name, check):
+  ds = data.load(dataset_config(name=name, train_size=200, dev_size=20, test_size=20))
+  for split in data.SPLITS:
+    assert all(check(s, t) for s, t in ds.texts[split])
+  assert len(ds.texts["train"]) == 200
+
+
+def test_vocab_round_trip_and_unknown():
+  vocab = Vocab.build(["a b c", "c d"], "word")
+  assert vocab.itos[:4] == ["<pad>", "<sos>", "<eos>", "<unk>"]
+  assert vocab.encode("c a zz", eos=True) == [vocab.stoi["c"], vocab.stoi["a"], UNK_ID, EOS_ID]
+  assert vocab.decode([vocab.stoi["a"], vocab.stoi["b"], EOS_ID, vocab.stoi["c"]]) == "a b"
+  restored = Vocab.from_json(vocab.to_json())
+  assert restored.itos == vocab.itos and restored.kind == "word"
+  assert tokenize("forty-two, five", "word") == ["forty", "-", "two", ",", "five"]
+  assert detokenize(["forty", "-", "two", ",", "five"], "word") == "forty-two, five"
+
+
+def test_train_batches_cover_each_epoch_once_and_are_a_function_of_position():
+  src = np.arange(10, dtype=np.int32)[:, None] + 4
+  tgt = np.arange(10, dtype=np.int32)[:, None] + 4
+  batches = data.TrainBatches(src, tgt, batch_size=3, seed=0)
+  epoch0 = np.concatenate([batches(i)["src"][:, 0] for i in range(3)])
+  assert len(set(epoch0.tolist())) == 9  # 3 batches of 3 distinct rows (one left over)
+  epoch1 = np.concatenate([batches(i)["src"][:, 0] for i in range(3, 6)])
+  assert epoch0.tolist() != epoch1.tolist()  # reshuffled
+  fresh = data.TrainBatches(src, tgt, batch_size=3, seed=0)
+  np.testing.assert_array_equal(fresh(4)["src"], batches(4)["src"])  # resumable
+  other = data.TrainBatches(src, tgt, batch_size=3, seed=1)
+  assert other(0)["src"].tolist() != batches(0)["src"].tolist()
+
+
+def test_bad_dataset_config():
+  with pytest.raises(ValueError, match=r"unknown dataset.name 'wmt'; valid datasets: num2words"):
+    data.load(ml_collections.ConfigDict({"name": "wmt"}))
+  with pytest.raises(ValueError, match=r"leaves no training pairs"):
+    data.load(dataset_config(max_number=99, dev_size=60, test_size=50))
+  with pytest.raises(ValueError, match=r"batch_size=64 is larger than the 10 training pairs"):
+    data.TrainBatches(np.zeros((10, 2)), np.zeros((10, 2)), 64, 0)
+
+
+def test_long_pairs_are_dropped_and_counted(caplog):
+  ds = data.load(dataset_config(max_number=999, max_tgt_len=20))
+  assert all(np.sum(row != PAD_ID) <= 20 for row in ds.arrays["train"][1])
+  assert "dropped" in caplog.text
