@@ -13,11 +13,13 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
+WORKDIR ?= workdirs/default
+
 demo: setup
-	$(PY) -m seq2seq_jax.demo
+	$(PY) -m seq2seq_jax.main --config=configs/default.py --workdir=$(WORKDIR)
 
 lint: setup
-	$(PY) -m ruff check seq2seq_jax tests benchmarks
+	$(PY) -m ruff check seq2seq_jax tests benchmarks configs
 
 test: lint
 	$(PY) -m pytest -n 2 -q

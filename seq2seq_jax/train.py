@@ -126,10 +126,10 @@ class MetricWriter:
   def __init__(self, workdir: Path, resume_step: int):
     self.path = workdir / "metrics.jsonl"
     # Lines after the checkpoint we resume from were written by the stopped
-    # run and will be written again.
+    # run and will be written again; so will the test split's, written last.
     if self.path.exists():
-      lines = self.path.read_text().splitlines()
-      kept = [ln for ln in lines if ln.strip() and json.loads(ln)["step"] <= resume_step]
+      lines = [json.loads(ln) for ln in self.path.read_text().splitlines() if ln.strip()]
+      kept = [json.dumps(r) for r in lines if r["step"] <= resume_step and r["split"] != "test"]
       self.path.write_text("".join(ln + "\n" for ln in kept))
     from tensorboardX import SummaryWriter
     self.tb = SummaryWriter(str(workdir / "tensorboard"), purge_step=resume_step + 1)
@@ -266,7 +266,7 @@ def train_and_evaluate(config, workdir, config_mismatch: str = "error") -> dict:
   Returns:
     the final evaluation results by split.
   """
-  from seq2seq_jax import checkpoints, config_utils, data, evaluate  # noqa: F401
+  from seq2seq_jax import checkpoints, config_utils, data, evaluate
   config_utils.validate(config)
   workdir = Path(workdir)
   _prepare_workdir(config, workdir, config_mismatch)
@@ -294,6 +294,7 @@ def train_and_evaluate(config, workdir, config_mismatch: str = "error") -> dict:
   rng = jax.random.PRNGKey(config.seed)
   progress = Progress(tc.num_steps, start)
   t_start, interval, t_interval = time.time(), [], time.time()
+  dev = None
   for step in range(start, tc.num_steps):
     state, metrics = step_fn(state, batches(step), rng)
     interval.append(metrics)
@@ -317,22 +318,23 @@ def train_and_evaluate(config, workdir, config_mismatch: str = "error") -> dict:
       interval, t_interval = [], time.time()
     is_eval = done % config.eval.every_steps == 0 or done == tc.num_steps
     if is_eval:
-      result = _evaluate_and_record(config, model, state.params, dataset, "dev", done, writer,
-                                    workdir, f"{done:07d}")
-      m = result["metrics"]
+      dev = _evaluate_and_record(config, model, state.params, dataset, "dev", done, writer,
+                                 workdir, "final_dev" if done == tc.num_steps else f"{done:07d}")
+      m = dev["metrics"]
       progress.message(f"step {done}: dev loss {m['loss']:.4f} BLEU {m['bleu']:.2f} "
                        f"chrF {m['chrf']:.2f} exact match {m['exact_match']:.4f}")
     if is_eval or done % tc.checkpoint_every_steps == 0:
       ckpt.save(done, state, {"step": done, "data_position": done},
-                bleu=result["metrics"]["bleu"] if is_eval else None)
+                bleu=dev["metrics"]["bleu"] if is_eval else None)
       t_interval = time.time()  # tokens_per_s counts training time only
   ckpt.wait()
-  results = {}
-  for split in ("dev", "test"):
-    results[split] = _evaluate_and_record(config, model, state.params, dataset, split,
-                                          tc.num_steps, writer, workdir, f"final_{split}")
+  if dev is None:  # resumed after the last step: its dev metrics are already recorded
+    dev = evaluate.evaluate(model, state.params, dataset, "dev", config.eval)
+  results = {"dev": dev, "test": _evaluate_and_record(
+      config, model, state.params, dataset, "test", tc.num_steps, writer, workdir, "final_test")}
+  for split, result in results.items():
     (workdir / f"predictions_{split}.txt").write_text(
-        "".join(h + "\n" for h in results[split]["hypotheses"]), encoding="utf-8")
+        "".join(h + "\n" for h in result["hypotheses"]), encoding="utf-8")
   _write_report(workdir, config, results, tc.num_steps, time.time() - t_start)
   writer.close()
   ckpt.close()
