@@ -25,6 +25,7 @@ def get_config(arg=None):
       min_length=3,
       max_length=10,
       max_digits=3,  # addition
+      max_vocab=0,  # word vocabularies: the most frequent N tokens (0 = all)
       max_src_len=0,  # drop longer pairs (reported); 0 = no limit
       max_tgt_len=0,
   ))

@@ -34,7 +34,7 @@ def _positive_int(config, field):
 
 def validate(config) -> None:
   """Raises ValueError naming the first bad field (and its valid choices)."""
-  if config.dataset.name not in data.dataset_names():
+  if not data.is_dataset_name(config.dataset.name):
     raise ValueError(f"dataset.name={config.dataset.name!r} is not valid; valid datasets: "
                      f"{', '.join(data.dataset_names())}")
   models.Seq2Seq(src_vocab_size=8, tgt_vocab_size=8, **config.model)  # checks model.*

@@ -5,7 +5,7 @@ import logging
 
 import numpy as np
 
-from seq2seq_jax.data import synthetic
+from seq2seq_jax.data import debian, synthetic, tsv
 from seq2seq_jax.data.vocab import Vocab
 from seq2seq_jax.tokens import PAD_ID
 
@@ -15,7 +15,28 @@ SPLITS = ("train", "dev", "test")
 
 
 def dataset_names() -> tuple[str, ...]:
-  return tuple(synthetic.TASKS)
+  return (*synthetic.TASKS, *(f"debian:{p}" for p in debian.CORPORA), "tsv:PATH")
+
+
+def is_dataset_name(name: str) -> bool:
+  return name in synthetic.TASKS or name.startswith("tsv:") or (
+      name.startswith("debian:") and name[len("debian:"):] in debian.CORPORA)
+
+
+def load_texts(cfg) -> tuple[dict, str, str]:
+  """Text pairs by split for `cfg.name`, and the tokenizer of each side."""
+  if cfg.name in synthetic.TASKS:
+    loader, src_kind, tgt_kind = synthetic.TASKS[cfg.name]
+    return loader(cfg), src_kind, tgt_kind
+  if cfg.name.startswith("debian:"):
+    path = debian.prepare(cfg.name[len("debian:"):])
+  elif cfg.name.startswith("tsv:"):
+    path = cfg.name[len("tsv:"):]
+  else:
+    raise ValueError(f"unknown dataset.name {cfg.name!r}; valid datasets: "
+                     f"{', '.join(dataset_names())}")
+  pairs, _ = tsv.read_pairs(path)
+  return tsv.split_by_hash(pairs, cfg.dev_size, cfg.test_size), "word", "word"
 
 
 @dataclasses.dataclass
@@ -64,16 +85,13 @@ def _filter_long(split, pairs, src_vocab, tgt_vocab, max_src, max_tgt):
 
 def load(cfg, src_vocab: Vocab | None = None, tgt_vocab: Vocab | None = None) -> Dataset:
   """Loads `cfg.name` (a `config.dataset` section); builds vocabularies on train."""
-  if cfg.name not in synthetic.TASKS:
-    raise ValueError(f"unknown dataset.name {cfg.name!r}; valid datasets: "
-                     f"{', '.join(dataset_names())}")
-  loader, src_kind, tgt_kind = synthetic.TASKS[cfg.name]
-  texts = loader(cfg)
+  texts, src_kind, tgt_kind = load_texts(cfg)
   for split in SPLITS:
     if not texts[split]:
       raise ValueError(f"dataset {cfg.name!r} has no {split} pairs")
-  src_vocab = src_vocab or Vocab.build((s for s, _ in texts["train"]), src_kind)
-  tgt_vocab = tgt_vocab or Vocab.build((t for _, t in texts["train"]), tgt_kind)
+  max_vocab = cfg.get("max_vocab", 0)
+  src_vocab = src_vocab or Vocab.build((s for s, _ in texts["train"]), src_kind, max_vocab)
+  tgt_vocab = tgt_vocab or Vocab.build((t for _, t in texts["train"]), tgt_kind, max_vocab)
   texts = {split: _filter_long(split, texts[split], src_vocab, tgt_vocab,
                                cfg.max_src_len, cfg.max_tgt_len) for split in SPLITS}
   src_len = max(len(src_vocab.encode(s)) for split in SPLITS for s, _ in texts[split])

@@ -40,9 +40,11 @@ class Vocab:
     self.stoi = {t: i for i, t in enumerate(self.itos)}
 
   @classmethod
-  def build(cls, texts, kind: str) -> "Vocab":
+  def build(cls, texts, kind: str, max_size: int = 0) -> "Vocab":
+    """The tokens of `texts`, most frequent first; at most `max_size` (0: all)."""
     counts = Counter(t for text in texts for t in tokenize(text, kind))
-    return cls(sorted(counts, key=lambda t: (-counts[t], t)), kind)
+    tokens = sorted(counts, key=lambda t: (-counts[t], t))
+    return cls(tokens[:max_size - len(SPECIAL_TOKENS)] if max_size else tokens, kind)
 
   def __len__(self) -> int:
     return len(self.itos)

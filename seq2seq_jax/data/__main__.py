@@ -1,0 +1,47 @@
+"""`python -m seq2seq_jax.data prepare NAME` and `python -m seq2seq_jax.data stats NAME`."""
+
+import argparse
+import logging
+import sys
+
+import ml_collections
+import numpy as np
+
+
+def main(argv=None) -> None:
+  parser = argparse.ArgumentParser(prog="python -m seq2seq_jax.data")
+  parser.add_argument("command", choices=("prepare", "stats"))
+  parser.add_argument("name", help="dataset name, e.g. debian:de-en, tsv:PATH, num2words_en_de")
+  args = parser.parse_args(argv)
+  logging.basicConfig(level=logging.INFO, format="%(message)s")
+  from seq2seq_jax import data
+  from seq2seq_jax.data import debian
+  if not data.is_dataset_name(args.name):
+    sys.exit(f"error: unknown dataset {args.name!r}; valid: {', '.join(data.dataset_names())}")
+  if args.command == "prepare":
+    if args.name.startswith("debian:"):
+      path = debian.prepare(args.name[len("debian:"):])
+      print(f"{args.name}: {sum(1 for _ in open(path, encoding='utf-8'))} unique pairs in {path}")
+    else:
+      print(f"{args.name} needs no preparation")
+    return
+  cfg = ml_collections.ConfigDict(dict(name=args.name, dev_size=1000, test_size=1000,
+                                      max_number=99_999, train_size=20_000, seed=0,
+                                      num_symbols=10, min_length=3, max_length=10, max_digits=3))
+  texts, src_kind, tgt_kind = data.load_texts(cfg)
+  for split in data.SPLITS:
+    pairs = texts[split]
+    print(f"{split}: {len(pairs)} pairs")
+    for side, kind, idx in (("source", src_kind, 0), ("target", tgt_kind, 1)):
+      from seq2seq_jax.data.vocab import tokenize
+      lengths = np.array([len(tokenize(p[idx], kind)) for p in pairs])
+      q = np.percentile(lengths, [50, 90, 99, 100]).astype(int)
+      vocab = len({t for p in pairs for t in tokenize(p[idx], kind)})
+      print(f"  {side} ({kind}): length p50 {q[0]} p90 {q[1]} p99 {q[2]} max {q[3]}; "
+            f"{vocab} distinct tokens")
+  for src, tgt in texts["train"][:3]:
+    print(f"  example: {src}  |||  {tgt}")
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,73 @@
+"""Tab-separated parallel text: source, target, an optional ignored third column.
+
+Bad lines (not UTF-8, empty, no tab, an empty side) are counted, the first few
+reported with file and line number, and skipped; a file with no usable pair is
+an error.
+"""
+
+import bz2
+import gzip
+import hashlib
+import logging
+import lzma
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+SHOW = 5  # bad lines quoted in the report
+
+
+def _open(path: Path):
+  opener = {".gz": gzip.open, ".xz": lzma.open, ".bz2": bz2.open}.get(path.suffix, open)
+  return opener(path, "rb")
+
+
+def read_pairs(path) -> tuple[list[tuple[str, str]], dict]:
+  """Pairs of `path` and a report `{reason: [line numbers]}` of skipped lines."""
+  path = Path(path)
+  if not path.exists():
+    raise FileNotFoundError(f"tsv corpus {path} does not exist")
+  pairs, bad = [], {}
+  with _open(path) as f:
+    for number, raw in enumerate(f, 1):
+      try:
+        line = raw.decode("utf-8").rstrip("\r\n")
+      except UnicodeDecodeError:
+        bad.setdefault("not UTF-8", []).append(number)
+        continue
+      if not line.strip():
+        bad.setdefault("empty line", []).append(number)
+        continue
+      if "\t" not in line:
+        bad.setdefault("no tab", []).append(number)
+        continue
+      src, tgt = (line.split("\t") + [""])[:2]
+      if not src.strip() or not tgt.strip():
+        bad.setdefault("empty source or target", []).append(number)
+        continue
+      pairs.append((src.strip(), tgt.strip()))
+  for reason, lines in bad.items():
+    shown = ", ".join(f"{path}:{n}" for n in lines[:SHOW])
+    log.warning("%s: skipped %d lines (%s): %s%s", path, len(lines), reason, shown,
+                " ..." if len(lines) > SHOW else "")
+  if not pairs:
+    skipped = ", ".join(f"{len(v)} {k}" for k, v in bad.items()) or "the file is empty"
+    raise ValueError(f"{path}: no usable pair (skipped: {skipped})")
+  return pairs, bad
+
+
+def split_by_hash(pairs, dev_size: int, test_size: int) -> dict:
+  """Deterministic split: a pair's split depends on a hash of its source alone,
+  so duplicates of a source never straddle splits."""
+  keyed = sorted(pairs, key=lambda p: (hashlib.sha1(p[0].encode()).hexdigest(), p))
+  sources = []
+  for src, _ in keyed:
+    if not sources or sources[-1] != src:
+      sources.append(src)
+  if dev_size + test_size >= len(sources):
+    raise ValueError(f"dataset.dev_size + dataset.test_size = {dev_size + test_size} leaves "
+                     f"no training pairs out of {len(sources)} distinct sources")
+  dev_src, test_src = set(sources[:dev_size]), set(sources[dev_size:dev_size + test_size])
+  out = {"train": [], "dev": [], "test": []}
+  for pair in keyed:
+    out["dev" if pair[0] in dev_src else "test" if pair[0] in test_src else "train"].append(pair)
+  return out
