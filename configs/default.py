@@ -25,7 +25,10 @@ def get_config(arg=None):
       min_length=3,
       max_length=10,
       max_digits=3,  # addition
-      max_vocab=0,  # word vocabularies: the most frequent N tokens (0 = all)
+      tokenizer="",  # "" = the dataset's own; word | char | sentencepiece
+      vocab_size=0,  # word: keep the N most frequent (0 = all); sentencepiece: model size
+      spm_model_type="unigram",  # unigram | bpe
+      bucket_boundaries=(),  # e.g. (10, 20, 40): length buckets, one padded shape each
       max_src_len=0,  # drop longer pairs (reported); 0 = no limit
       max_tgt_len=0,
   ))

@@ -209,10 +209,10 @@ def _prepare_workdir(config, workdir: Path, config_mismatch: str) -> None:
 
 def _load_data(config, workdir: Path):
   from seq2seq_jax import data
-  from seq2seq_jax.data.vocab import Vocab
+  from seq2seq_jax.data.vocab import load_vocab
   src_path, tgt_path = workdir / "vocab_src.json", workdir / "vocab_tgt.json"
   if src_path.exists() and tgt_path.exists():
-    dataset = data.load(config.dataset, Vocab.load(src_path), Vocab.load(tgt_path))
+    dataset = data.load(config.dataset, load_vocab(src_path), load_vocab(tgt_path))
   else:
     dataset = data.load(config.dataset)
     dataset.src_vocab.save(src_path)
@@ -275,7 +275,8 @@ def train_and_evaluate(config, workdir, config_mismatch: str = "error") -> dict:
                          tgt_vocab_size=len(dataset.tgt_vocab), **config.model)
   tc = config.train
   tx = make_optimizer(tc.learning_rate, tc.clip_norm, tc.optimizer)
-  batches = data.TrainBatches(*dataset.arrays["train"], tc.batch_size, config.seed)
+  batches = data.TrainBatches(*dataset.arrays["train"], tc.batch_size, config.seed,
+                              config.dataset.get("bucket_boundaries", ()))
   first = batches(0)
   state = init_state(model, tx, jax.random.PRNGKey(config.seed), first)
   ckpt = checkpoints.Checkpoints(workdir / "checkpoints", tc.keep_checkpoints)

@@ -84,3 +84,33 @@ def test_long_pairs_are_dropped_and_counted(caplog):
   ds = data.load(dataset_config(max_number=999, max_tgt_len=20))
   assert all(np.sum(row != PAD_ID) <= 20 for row in ds.arrays["train"][1])
   assert "dropped" in caplog.text
+
+
+def test_bucketed_batches_fixed_shapes_each_pair_once_resumable():
+  rng = np.random.default_rng(0)
+  n, width = 103, 12
+  lengths = rng.integers(1, width + 1, n)
+  src = np.zeros((n, width), np.int32)
+  tgt = np.zeros((n, width), np.int32)
+  for i, length in enumerate(lengths):
+    src[i, :length] = 4 + i  # row i is recognisable by its first token
+    tgt[i, :max(1, length - 1)] = 4
+  batches = data.TrainBatches(src, tgt, batch_size=8, seed=3, boundaries=(3, 6))
+  assert batches.shapes == [(3, 3), (6, 6), (12, 12)]
+  for epoch in range(2):
+    seen = []
+    for i in range(epoch * batches.per_epoch, (epoch + 1) * batches.per_epoch):
+      b = batches(i)
+      assert (b["src"].shape[1], b["tgt"].shape[1]) in batches.shapes
+      assert b["src"].shape[0] == 8
+      for row_src, row_tgt in zip(b["src"], b["tgt"]):
+        if row_src[0] == PAD_ID:  # filler row: all padding, no loss
+          assert not row_src.any() and not row_tgt.any()
+          continue
+        i_row = int(row_src[0]) - 4
+        assert np.sum(row_src != PAD_ID) == lengths[i_row]  # never cut
+        seen.append(i_row)
+    assert sorted(seen) == list(range(n))  # every pair exactly once per epoch
+  fresh = data.TrainBatches(src, tgt, batch_size=8, seed=3, boundaries=(3, 6))
+  for position in (0, 5, batches.per_epoch + 2):
+    np.testing.assert_array_equal(fresh(position)["src"], batches(position)["src"])

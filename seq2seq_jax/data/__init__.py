@@ -1,12 +1,13 @@
 """Datasets by name, vocabularies and deterministic, resumable batches."""
 
 import dataclasses
+import hashlib
 import logging
 
 import numpy as np
 
 from seq2seq_jax.data import debian, synthetic, tsv
-from seq2seq_jax.data.vocab import Vocab
+from seq2seq_jax.data.vocab import SentencePieceVocab, Vocab, load_vocab
 from seq2seq_jax.tokens import PAD_ID
 
 log = logging.getLogger(__name__)
@@ -83,41 +84,112 @@ def _filter_long(split, pairs, src_vocab, tgt_vocab, max_src, max_tgt):
   return kept
 
 
+def build_vocab(texts: list[str], kind: str, cfg):
+  """A word / char `Vocab`, or a sentencepiece model cached by a hash of texts + settings."""
+  size = cfg.get("vocab_size", 0)
+  if kind != "sentencepiece":
+    return Vocab.build(texts, kind, size)
+  model_type = cfg.get("spm_model_type", "unigram")
+  if size < 8:
+    raise ValueError(f"dataset.vocab_size must be >= 8 for sentencepiece, got {size}")
+  digest = hashlib.sha256()
+  digest.update(f"{size}|{model_type}|".encode())
+  for text in texts:
+    digest.update(text.encode() + b"\n")
+  path = debian.cache_dir() / "sentencepiece" / f"{digest.hexdigest()[:24]}.json"
+  if path.exists():
+    return load_vocab(path)
+  vocab = SentencePieceVocab.train(texts, size, model_type)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  vocab.save(path)
+  return vocab
+
+
 def load(cfg, src_vocab: Vocab | None = None, tgt_vocab: Vocab | None = None) -> Dataset:
   """Loads `cfg.name` (a `config.dataset` section); builds vocabularies on train."""
   texts, src_kind, tgt_kind = load_texts(cfg)
   for split in SPLITS:
     if not texts[split]:
       raise ValueError(f"dataset {cfg.name!r} has no {split} pairs")
-  max_vocab = cfg.get("max_vocab", 0)
-  src_vocab = src_vocab or Vocab.build((s for s, _ in texts["train"]), src_kind, max_vocab)
-  tgt_vocab = tgt_vocab or Vocab.build((t for _, t in texts["train"]), tgt_kind, max_vocab)
-  texts = {split: _filter_long(split, texts[split], src_vocab, tgt_vocab,
-                               cfg.max_src_len, cfg.max_tgt_len) for split in SPLITS}
-  src_len = max(len(src_vocab.encode(s)) for split in SPLITS for s, _ in texts[split])
-  tgt_len = max(len(tgt_vocab.encode(t, eos=True)) for split in SPLITS for _, t in texts[split])
-  arrays = {split: _encode(texts[split], src_vocab, tgt_vocab, src_len, tgt_len)
-            for split in SPLITS}
+  kind = cfg.get("tokenizer", "")
+  src_kind, tgt_kind = (kind, kind) if kind else (src_kind, tgt_kind)
+  src_vocab = src_vocab or build_vocab([s for s, _ in texts["train"]], src_kind, cfg)
+  tgt_vocab = tgt_vocab or build_vocab([t for _, t in texts["train"]], tgt_kind, cfg)
+  # Only training is length-filtered: dev and test keep their long sentences.
+  texts["train"] = _filter_long("train", texts["train"], src_vocab, tgt_vocab,
+                                cfg.max_src_len, cfg.max_tgt_len)
+  arrays = {}
+  for split in SPLITS:  # each split padded to its own longest pair
+    src_len = max(len(src_vocab.encode(s)) for s, _ in texts[split])
+    tgt_len = max(len(tgt_vocab.encode(t, eos=True)) for _, t in texts[split])
+    arrays[split] = _encode(texts[split], src_vocab, tgt_vocab, src_len, tgt_len)
   return Dataset(cfg.name, texts, src_vocab, tgt_vocab, arrays)
 
 
 class TrainBatches:
-  """Batch `i` of training is a pure function of (seed, i): shuffled epochs
-  without replacement, so a resumed run reads exactly the batches it would
-  have read, and the iterator's position is just the step."""
+  """Batch `i` of training is a pure function of (seed, i), so a resumed run
+  reads exactly the batches it would have read, and the iterator's position
+  is just the step.
 
-  def __init__(self, src: np.ndarray, tgt: np.ndarray, batch_size: int, seed: int):
+  Without `boundaries`: shuffled epochs of full-width batches, the remainder
+  of each epoch dropped. With `boundaries` (e.g. `(10, 20, 40)`): each pair
+  goes to the smallest bucket that holds both its sides, batches are cut to
+  the bucket's width (so jit compiles one program per bucket), every pair
+  appears exactly once per epoch (a bucket's last batch is filled with
+  all-padding rows, which carry no loss), and the batch order is shuffled.
+  """
+
+  def __init__(self, src: np.ndarray, tgt: np.ndarray, batch_size: int, seed: int,
+               boundaries=()):
     if batch_size > len(src):
       raise ValueError(f"train.batch_size={batch_size} is larger than the "
                        f"{len(src)} training pairs")
     self.src, self.tgt, self.batch_size, self.seed = src, tgt, batch_size, seed
-    self.per_epoch = len(src) // batch_size
-    self._epoch, self._perm = -1, None
+    self._epoch, self._plan = -1, None
+    if not boundaries:
+      self.buckets = None
+      self.per_epoch = len(src) // batch_size
+      return
+    width = max(src.shape[1], tgt.shape[1])
+    bounds = sorted({int(b) for b in boundaries if 0 < int(b) < width} | {width})
+    lengths = np.maximum(np.sum(src != PAD_ID, 1), np.sum(tgt != PAD_ID, 1))
+    which = np.searchsorted(bounds, lengths)  # the first bound >= length
+    self.buckets = [(np.flatnonzero(which == i), min(b, src.shape[1]), min(b, tgt.shape[1]))
+                    for i, b in enumerate(bounds)]
+    self.buckets = [b for b in self.buckets if len(b[0])]
+    self.per_epoch = sum(-(-len(rows) // batch_size) for rows, _, _ in self.buckets)
+
+  @property
+  def shapes(self) -> list[tuple[int, int]]:
+    """The (src_len, tgt_len) of every batch there can be."""
+    if self.buckets is None:
+      return [(self.src.shape[1], self.tgt.shape[1])]
+    return [(s, t) for _, s, t in self.buckets]
+
+  def _epoch_plan(self, epoch: int):
+    rng = np.random.default_rng([self.seed, epoch])
+    if self.buckets is None:
+      perm = rng.permutation(len(self.src))
+      return [(perm[i * self.batch_size:(i + 1) * self.batch_size], None)
+              for i in range(self.per_epoch)]
+    plan = []
+    for index, (rows, _, _) in enumerate(self.buckets):
+      rows = rng.permutation(rows)
+      for start in range(0, len(rows), self.batch_size):
+        chunk = rows[start:start + self.batch_size]
+        plan.append((np.pad(chunk, (0, self.batch_size - len(chunk)), constant_values=-1),
+                     index))
+    return [plan[i] for i in rng.permutation(len(plan))]
 
   def __call__(self, position: int) -> dict:
     epoch, index = divmod(position, self.per_epoch)
     if epoch != self._epoch:
-      self._epoch = epoch
-      self._perm = np.random.default_rng([self.seed, epoch]).permutation(len(self.src))
-    rows = self._perm[index * self.batch_size:(index + 1) * self.batch_size]
-    return {"src": self.src[rows], "tgt": self.tgt[rows]}
+      self._epoch, self._plan = epoch, self._epoch_plan(epoch)
+    rows, bucket = self._plan[index]
+    if bucket is None:
+      return {"src": self.src[rows], "tgt": self.tgt[rows]}
+    _, src_len, tgt_len = self.buckets[bucket]
+    real = rows >= 0
+    src = np.where(real[:, None], self.src[np.maximum(rows, 0), :src_len], PAD_ID)
+    tgt = np.where(real[:, None], self.tgt[np.maximum(rows, 0), :tgt_len], PAD_ID)
+    return {"src": src.astype(np.int32), "tgt": tgt.astype(np.int32)}

@@ -8,7 +8,7 @@ import numpy as np
 
 from seq2seq_jax.tokens import EOS_ID, PAD_ID, SPECIAL_TOKENS, UNK_ID
 
-TOKENIZERS = ("word", "char")
+TOKENIZERS = ("word", "char", "sentencepiece")
 _WORD = re.compile(r"[\w']+|[^\w\s]")
 
 
@@ -18,6 +18,8 @@ def tokenize(text: str, kind: str) -> list[str]:
     return _WORD.findall(text)
   if kind == "char":
     return list(text)
+  if kind == "sentencepiece":
+    raise ValueError("sentencepiece tokenizes with a trained model: SentencePieceVocab")
   raise ValueError(f"unknown tokenizer {kind!r}; valid tokenizers: {', '.join(TOKENIZERS)}")
 
 
@@ -34,7 +36,8 @@ class Vocab:
   """Token <-> id, ids 0..3 the special tokens."""
 
   def __init__(self, tokens: list[str], kind: str):
-    tokenize("", kind)  # validates kind
+    if kind not in ("word", "char"):
+      raise ValueError(f"unknown tokenizer {kind!r}; valid tokenizers: {', '.join(TOKENIZERS)}")
     self.kind = kind
     self.itos = list(SPECIAL_TOKENS) + [t for t in tokens if t not in SPECIAL_TOKENS]
     self.stoi = {t: i for i, t in enumerate(self.itos)}
@@ -81,3 +84,68 @@ class Vocab:
   def load(cls, path) -> "Vocab":
     with open(path, encoding="utf-8") as f:
       return cls.from_json(json.load(f))
+
+
+class SentencePieceVocab:
+  """A sentencepiece model (unigram or BPE) with our special-token ids.
+
+  Trained on the training split with `<pad>`=0, `<sos>`=1, `<eos>`=2,
+  `<unk>`=3, so ids mean the same as in `Vocab`.
+  """
+  kind = "sentencepiece"
+
+  def __init__(self, model_proto: bytes):
+    import sentencepiece as spm
+    self.proto = model_proto
+    self.sp = spm.SentencePieceProcessor(model_proto=model_proto)
+
+  @classmethod
+  def train(cls, texts, vocab_size: int, model_type: str = "unigram") -> "SentencePieceVocab":
+    import io
+
+    import sentencepiece as spm
+    if model_type not in ("unigram", "bpe"):
+      raise ValueError(f"dataset.spm_model_type={model_type!r} is not valid; valid: unigram, bpe")
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(list(texts)), model_writer=model, vocab_size=vocab_size,
+        model_type=model_type, pad_id=PAD_ID, bos_id=1, eos_id=EOS_ID, unk_id=UNK_ID,
+        character_coverage=1.0, num_threads=1, minloglevel=2, hard_vocab_limit=False)
+    return cls(model.getvalue())
+
+  def __len__(self) -> int:
+    return self.sp.get_piece_size()
+
+  def encode(self, text: str, eos: bool = False) -> list[int]:
+    ids = self.sp.encode(text)
+    return ids + [EOS_ID] if eos else ids
+
+  def _ids(self, ids) -> list[int]:
+    out = []
+    for i in np.asarray(ids).tolist():
+      if i == EOS_ID:
+        break
+      if i != PAD_ID:
+        out.append(i)
+    return out
+
+  def tokens(self, ids) -> list[str]:
+    return [self.sp.id_to_piece(i) for i in self._ids(ids)]
+
+  def decode(self, ids) -> str:
+    return self.sp.decode(self._ids(ids))
+
+  def save(self, path) -> None:
+    import base64
+    with open(path, "w", encoding="utf-8") as f:
+      json.dump({"kind": self.kind, "model": base64.b64encode(self.proto).decode()}, f)
+
+
+def load_vocab(path):
+  """A `Vocab` or `SentencePieceVocab` saved with `.save(path)`."""
+  with open(path, encoding="utf-8") as f:
+    data = json.load(f)
+  if data["kind"] == SentencePieceVocab.kind:
+    import base64
+    return SentencePieceVocab(base64.b64decode(data["model"]))
+  return Vocab.from_json(data)

@@ -1,0 +1,52 @@
+"""German -> English on real text from Debian packages, attention LSTM.
+
+    python -m seq2seq_jax.data prepare debian:de-en      # once; the run does it too
+    python -m seq2seq_jax.main --config=configs/deen_attention.py --workdir=/tmp/deen
+
+`debian:de-en` is the Ding dictionary's example sentences, LibreOffice help
+paragraphs and gettext catalogs (about 61,000 pairs). Sentencepiece (unigram,
+8000 pieces a side) trained on the training split; length buckets.
+"""
+
+from configs import default
+
+
+def get_config(arg=None):
+  config = default.get_config()
+  config.dataset.name = "debian:de-en"
+  config.dataset.tokenizer = "sentencepiece"
+  config.dataset.vocab_size = 8000
+  config.dataset.max_src_len = 64  # training pairs only; dev and test keep long ones
+  config.dataset.max_tgt_len = 64
+  config.dataset.bucket_boundaries = (10, 15, 20, 30, 45)
+
+  config.model.cell = "lstm"
+  config.model.attention = "general"
+  config.model.bidirectional = True
+  config.model.input_feeding = True
+  config.model.embed_dim = 256
+  config.model.hidden_dim = 256
+  config.model.dropout = 0.2
+
+  config.train.num_steps = 15_000
+  config.train.batch_size = 64
+  config.train.learning_rate = 2e-3
+  config.train.label_smoothing = 0.1
+  config.train.log_every_steps = 100
+  config.train.checkpoint_every_steps = 500
+  config.eval.every_steps = 2500
+  config.eval.batch_size = 256
+
+  if arg == "quick":
+    config.dataset.vocab_size = 500
+    config.model.embed_dim = 16
+    config.model.hidden_dim = 32
+    config.train.num_steps = 20
+    config.train.log_every_steps = 10
+    config.train.checkpoint_every_steps = 10
+    config.eval.every_steps = 20
+    config.eval.max_examples = 64
+    config.eval.num_attention_plots = 1
+  elif arg:
+    raise ValueError(f"configs/deen_attention.py: unknown argument {arg!r}; valid: quick")
+  return config
