@@ -28,13 +28,13 @@ def get_config(arg=None):
   config.model.hidden_dim = 256
   config.model.dropout = 0.2
 
-  config.train.num_steps = 15_000
+  config.train.num_steps = 8000
   config.train.batch_size = 64
   config.train.learning_rate = 2e-3
   config.train.label_smoothing = 0.1
   config.train.log_every_steps = 100
   config.train.checkpoint_every_steps = 500
-  config.eval.every_steps = 2500
+  config.eval.every_steps = 2000
   config.eval.batch_size = 256
 
   if arg == "quick":

@@ -25,6 +25,8 @@ def get_config(arg=None):
       min_length=3,
       max_length=10,
       max_digits=3,  # addition
+      data_dir="~/tensorflow_datasets",  # tfds:NAME datasets
+      download=True,  # tfds: may download (fails within seconds when offline)
       tokenizer="",  # "" = the dataset's own; word | char | sentencepiece
       vocab_size=0,  # word: keep the N most frequent (0 = all); sentencepiece: model size
       spm_model_type="unigram",  # unigram | bpe

@@ -108,3 +108,34 @@ def test_sword_verses_align_and_lose_their_markup(tmp_path):
   _write_sword(base / "spaRV1909eb", ["", "En el principio, Dios.", "Y lloró Jesús."])
   assert list(debian.bible_pairs(tmp_path)) == [
       ("In the beginning, God.", "En el principio, Dios."), ("Jesus wept.", "Y lloró Jesús.")]
+
+
+def test_tfds_offline_fails_fast_and_clearly(tmp_path, monkeypatch):
+  """No network (monkeypatched): a clear error within seconds, no download tried."""
+  import socket
+  import time
+
+  import tensorflow_datasets as tfds
+
+  from seq2seq_jax.data import tfds_source
+
+  def no_network(*args, **kwargs):
+    raise OSError("network is unreachable (test)")
+
+  def no_download(*args, **kwargs):
+    raise AssertionError("a download was attempted")
+
+  monkeypatch.setattr(socket, "create_connection", no_network)
+  monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", no_download)
+  cfg = default.get_config("quick").dataset
+  cfg.update(name="tfds:ted_hrlr_translate/pt_to_en", data_dir=str(tmp_path))
+  start = time.time()
+  with pytest.raises(tfds_source.DatasetUnavailable) as info:
+    data.load(cfg)
+  assert time.time() - start < 10
+  message = str(info.value)
+  assert "storage.googleapis.com cannot be reached" in message
+  assert "download_and_prepare" in message and "debian:de-en" in message
+  cfg.download = False
+  with pytest.raises(tfds_source.DatasetUnavailable, match="dataset.download is False"):
+    data.load(cfg)

@@ -190,3 +190,16 @@ def test_nan_loss_stops_with_a_clear_error(tmp_path):
                   check=False)
   assert proc.returncode == 2
   assert re.search(r"training loss is (nan|inf) at step \d+", proc.stderr), proc.stderr
+
+
+def test_deen_attention_quick_runs_end_to_end(tmp_path):
+  """configs/deen_attention.py:quick on debian:de-en (prepared from Debian packages)."""
+  proc = subprocess.run(
+      [sys.executable, "-m", "seq2seq_jax.main",
+       f"--config={ROOT / 'configs' / 'deen_attention.py'}:quick", f"--workdir={tmp_path}"],
+      cwd=ROOT, capture_output=True, text=True, timeout=900)
+  assert proc.returncode == 0, proc.stdout + proc.stderr
+  records = [json.loads(ln) for ln in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  assert [(r["step"], r["split"]) for r in records] == [(10, "train"), (20, "train"),
+                                                         (20, "dev"), (20, "test")]
+  assert json.loads((tmp_path / "vocab_src.json").read_text())["kind"] == "sentencepiece"

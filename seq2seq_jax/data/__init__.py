@@ -6,7 +6,7 @@ import logging
 
 import numpy as np
 
-from seq2seq_jax.data import debian, synthetic, tsv
+from seq2seq_jax.data import debian, synthetic, tfds_source, tsv
 from seq2seq_jax.data.vocab import SentencePieceVocab, Vocab, load_vocab
 from seq2seq_jax.tokens import PAD_ID
 
@@ -16,11 +16,12 @@ SPLITS = ("train", "dev", "test")
 
 
 def dataset_names() -> tuple[str, ...]:
-  return (*synthetic.TASKS, *(f"debian:{p}" for p in debian.CORPORA), "tsv:PATH")
+  return (*synthetic.TASKS, *(f"debian:{p}" for p in debian.CORPORA), "tsv:PATH",
+          "tfds:NAME[/CONFIG]")
 
 
 def is_dataset_name(name: str) -> bool:
-  return name in synthetic.TASKS or name.startswith("tsv:") or (
+  return name in synthetic.TASKS or name.startswith(("tsv:", "tfds:")) or (
       name.startswith("debian:") and name[len("debian:"):] in debian.CORPORA)
 
 
@@ -31,6 +32,11 @@ def load_texts(cfg) -> tuple[dict, str, str]:
     return loader(cfg), src_kind, tgt_kind
   if cfg.name.startswith("debian:"):
     path = debian.prepare(cfg.name[len("debian:"):])
+  elif cfg.name.startswith("tfds:"):
+    texts = tfds_source.load_pairs(cfg.name[len("tfds:"):],
+                                   cfg.get("data_dir", "~/tensorflow_datasets"),
+                                   cfg.get("download", True))
+    return texts, "word", "word"
   elif cfg.name.startswith("tsv:"):
     path = cfg.name[len("tsv:"):]
   else:
