@@ -29,9 +29,14 @@ def main(argv=None) -> None:
                                       max_number=99_999, train_size=20_000, seed=0,
                                       num_symbols=10, min_length=3, max_length=10, max_digits=3))
   texts, src_kind, tgt_kind = data.load_texts(cfg)
+  origin = _origins(args.name)
   for split in data.SPLITS:
     pairs = texts[split]
-    print(f"{split}: {len(pairs)} pairs")
+    counts = {}
+    for pair in pairs:
+      counts[origin.get(pair, "-")] = counts.get(origin.get(pair, "-"), 0) + 1
+    by_source = ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) if origin else ""
+    print(f"{split}: {len(pairs)} pairs" + (f" ({by_source})" if by_source else ""))
     for side, kind, idx in (("source", src_kind, 0), ("target", tgt_kind, 1)):
       from seq2seq_jax.data.vocab import tokenize
       lengths = np.array([len(tokenize(p[idx], kind)) for p in pairs])
@@ -41,6 +46,24 @@ def main(argv=None) -> None:
             f"{vocab} distinct tokens")
   for src, tgt in texts["train"][:3]:
     print(f"  example: {src}  |||  {tgt}")
+
+
+def _origins(name: str) -> dict:
+  """(source, target) -> the third TSV column (where the pair comes from), if any."""
+  from seq2seq_jax.data import debian
+  if name.startswith("debian:"):
+    path = debian.prepare(name[len("debian:"):])
+  elif name.startswith("tsv:"):
+    path = name[len("tsv:"):]
+  else:
+    return {}
+  out = {}
+  with open(path, encoding="utf-8", errors="replace") as f:
+    for line in f:
+      cols = line.rstrip("\n").split("\t")
+      if len(cols) >= 3:
+        out[(cols[0].strip(), cols[1].strip())] = cols[2]
+  return out
 
 
 if __name__ == "__main__":
