@@ -114,3 +114,18 @@ def test_bucketed_batches_fixed_shapes_each_pair_once_resumable():
   fresh = data.TrainBatches(src, tgt, batch_size=8, seed=3, boundaries=(3, 6))
   for position in (0, 5, batches.per_epoch + 2):
     np.testing.assert_array_equal(fresh(position)["src"], batches(position)["src"])
+
+
+def test_sentencepiece_round_trip_and_special_ids(tmp_path):
+  from seq2seq_jax.data.vocab import SentencePieceVocab, load_vocab
+  texts = [f"Das ist Satz Nummer {i} über {w}." for i, w in
+           enumerate(["Häuser", "Katzen", "Bäume", "Straßen"] * 30)]
+  vocab = SentencePieceVocab.train(texts, vocab_size=60, model_type="bpe")
+  assert [vocab.sp.id_to_piece(i) for i in range(4)] == ["<pad>", "<s>", "</s>", "<unk>"]
+  for text in texts[:10] + ["Straßen über Bäume."]:
+    ids = vocab.encode(text, eos=True)
+    assert ids[-1] == EOS_ID and PAD_ID not in ids
+    assert vocab.decode(ids + [PAD_ID, PAD_ID]) == text
+  path = tmp_path / "vocab.json"
+  vocab.save(path)
+  assert load_vocab(path).encode(texts[0]) == vocab.encode(texts[0])
