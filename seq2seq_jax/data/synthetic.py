@@ -8,21 +8,11 @@
 * ``addition``: ``"123+45" -> "168"``, character-level.
 """
 
-import hashlib
-
 import numpy as np
 
+from seq2seq_jax.data import tsv
+
 LETTERS = [chr(c) for c in range(ord("a"), ord("z") + 1)]
-
-
-def _split_by_hash(pairs, dev_size, test_size):
-  """Deterministic split: pairs ordered by a hash of the source."""
-  ordered = sorted(pairs, key=lambda p: hashlib.sha1(p[0].encode()).hexdigest())
-  if dev_size + test_size >= len(ordered):
-    raise ValueError(f"dataset.dev_size + dataset.test_size = {dev_size + test_size} leaves "
-                     f"no training pairs out of {len(ordered)}")
-  return {"dev": ordered[:dev_size], "test": ordered[dev_size:dev_size + test_size],
-          "train": ordered[dev_size + test_size:]}
 
 
 def num2words_en_de(cfg):
@@ -30,7 +20,7 @@ def num2words_en_de(cfg):
   if cfg.max_number < 10:
     raise ValueError(f"dataset.max_number must be >= 10, got {cfg.max_number}")
   pairs = [(num2words(n, lang="en"), num2words(n, lang="de")) for n in range(cfg.max_number + 1)]
-  return _split_by_hash(pairs, cfg.dev_size, cfg.test_size)
+  return tsv.split_by_hash(pairs, cfg.dev_size, cfg.test_size)
 
 
 def _sequences(cfg, split, transform):

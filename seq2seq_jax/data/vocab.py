@@ -32,6 +32,17 @@ def detokenize(tokens: list[str], kind: str) -> str:
   return re.sub(r" ?([-']) ?", r"\1", text)
 
 
+def content_ids(ids) -> list[int]:
+  """The ids before the first EOS, padding dropped."""
+  out = []
+  for i in np.asarray(ids).tolist():
+    if i == EOS_ID:
+      break
+    if i != PAD_ID:
+      out.append(i)
+  return out
+
+
 class Vocab:
   """Token <-> id, ids 0..3 the special tokens."""
 
@@ -58,13 +69,7 @@ class Vocab:
 
   def tokens(self, ids) -> list[str]:
     """Tokens up to the first EOS, padding dropped."""
-    out = []
-    for i in np.asarray(ids).tolist():
-      if i == EOS_ID:
-        break
-      if i != PAD_ID:
-        out.append(self.itos[i])
-    return out
+    return [self.itos[i] for i in content_ids(ids)]
 
   def decode(self, ids) -> str:
     return detokenize(self.tokens(ids), self.kind)
@@ -120,20 +125,11 @@ class SentencePieceVocab:
     ids = self.sp.encode(text)
     return ids + [EOS_ID] if eos else ids
 
-  def _ids(self, ids) -> list[int]:
-    out = []
-    for i in np.asarray(ids).tolist():
-      if i == EOS_ID:
-        break
-      if i != PAD_ID:
-        out.append(i)
-    return out
-
   def tokens(self, ids) -> list[str]:
-    return [self.sp.id_to_piece(i) for i in self._ids(ids)]
+    return [self.sp.id_to_piece(i) for i in content_ids(ids)]
 
   def decode(self, ids) -> str:
-    return self.sp.decode(self._ids(ids))
+    return self.sp.decode(content_ids(ids))
 
   def save(self, path) -> None:
     import base64
