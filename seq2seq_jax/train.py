@@ -304,10 +304,13 @@ def train_and_evaluate(config, workdir, config_mismatch: str = "error") -> dict:
       stats = jax.device_get(interval)
       loss = float(np.mean([m["loss"] for m in stats]))
       if not np.isfinite(loss):
-        bad = next(start_of + i for i, m in enumerate(stats)
-                   for start_of in [done - len(stats) + 1] if not np.isfinite(m["loss"]))
-        raise FloatingPointError(f"training loss is {loss} at step {bad}; the last good "
-                                 f"checkpoint is in {workdir / 'checkpoints' / 'last'}")
+        first_bad = done - len(stats) + 1 + next(
+            i for i, m in enumerate(stats) if not np.isfinite(m["loss"]))
+        saved = ckpt.last.latest_step()
+        raise FloatingPointError(
+            f"training loss is {loss} at step {first_bad}; " +
+            (f"the last checkpoint is step {saved} in {workdir / 'checkpoints' / 'last'}"
+             if saved is not None else "no checkpoint was saved before it"))
       record = {"step": done, "split": "train", "loss": loss, "ppl": math.exp(min(loss, 50)),
                 "token_accuracy": float(np.mean([m["token_accuracy"] for m in stats])),
                 "grad_norm": float(np.mean([m["grad_norm"] for m in stats])),
