@@ -193,7 +193,7 @@ def _environment() -> dict:
 def _prepare_workdir(config, workdir: Path, config_mismatch: str) -> None:
   from seq2seq_jax import config_utils
   workdir.mkdir(parents=True, exist_ok=True)
-  resolved = config.to_dict()
+  resolved = json.loads(json.dumps(config.to_dict()))  # as saved: tuples become lists
   path = workdir / "config.json"
   if path.exists():
     diffs = config_utils.differences(json.loads(path.read_text()), resolved)
