@@ -8,7 +8,14 @@ paragraphs and gettext catalogs (about 61,000 pairs). Sentencepiece (unigram,
 8000 pieces a side) trained on the training split; length buckets.
 """
 
-from configs import default
+import importlib.util
+from pathlib import Path
+
+# default.py beside this file, wherever the command runs from.
+_spec = importlib.util.spec_from_file_location("configs_default",
+                                               Path(__file__).with_name("default.py"))
+default = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(default)
 
 
 def get_config(arg=None):
