@@ -68,12 +68,6 @@ class Checkpoints:
                             f"unreadable: {', '.join(failures)}. Move them away to start over.")
     return None
 
-  def restore_best(self, template):
-    step = self.best.best_step()
-    if step is None:
-      return None
-    return self.best.restore(step, args=_args(template, None, restore=True)).state
-
   def close(self) -> None:
     self.wait()
     self.last.close()

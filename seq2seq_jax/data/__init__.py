@@ -53,15 +53,7 @@ class Dataset:
   texts: dict  # split -> list of (source, target)
   src_vocab: Vocab
   tgt_vocab: Vocab
-  arrays: dict  # split -> (src [N, max_src_len], tgt [N, max_tgt_len]) int32
-
-  @property
-  def max_src_len(self) -> int:
-    return self.arrays["train"][0].shape[1]
-
-  @property
-  def max_tgt_len(self) -> int:
-    return self.arrays["train"][1].shape[1]
+  arrays: dict  # split -> (src [N, src_len], tgt [N, tgt_len]) int32, each split its own widths
 
 
 def _encode(pairs, src_vocab, tgt_vocab, src_len, tgt_len):
