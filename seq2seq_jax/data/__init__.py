@@ -25,21 +25,27 @@ def is_dataset_name(name: str) -> bool:
       name.startswith("debian:") and name[len("debian:"):] in debian.CORPORA)
 
 
+def corpus_path(name: str):
+  """The TSV file behind `debian:PAIR` (prepared on first use) or `tsv:PATH`; else None."""
+  if name.startswith("debian:"):
+    return debian.prepare(name[len("debian:"):])
+  if name.startswith("tsv:"):
+    return name[len("tsv:"):]
+  return None
+
+
 def load_texts(cfg) -> tuple[dict, str, str]:
   """Text pairs by split for `cfg.name`, and the tokenizer of each side."""
   if cfg.name in synthetic.TASKS:
     loader, src_kind, tgt_kind = synthetic.TASKS[cfg.name]
     return loader(cfg), src_kind, tgt_kind
-  if cfg.name.startswith("debian:"):
-    path = debian.prepare(cfg.name[len("debian:"):])
-  elif cfg.name.startswith("tfds:"):
+  if cfg.name.startswith("tfds:"):
     texts = tfds_source.load_pairs(cfg.name[len("tfds:"):],
                                    cfg.get("data_dir", "~/tensorflow_datasets"),
                                    cfg.get("download", True))
     return texts, "word", "word"
-  elif cfg.name.startswith("tsv:"):
-    path = cfg.name[len("tsv:"):]
-  else:
+  path = corpus_path(cfg.name)
+  if path is None:
     raise ValueError(f"unknown dataset.name {cfg.name!r}; valid datasets: "
                      f"{', '.join(dataset_names())}")
   pairs, _ = tsv.read_pairs(path)

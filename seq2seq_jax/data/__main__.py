@@ -50,12 +50,9 @@ def main(argv=None) -> None:
 
 def _origins(name: str) -> dict:
   """(source, target) -> the third TSV column (where the pair comes from), if any."""
-  from seq2seq_jax.data import debian
-  if name.startswith("debian:"):
-    path = debian.prepare(name[len("debian:"):])
-  elif name.startswith("tsv:"):
-    path = name[len("tsv:"):]
-  else:
+  from seq2seq_jax import data
+  path = data.corpus_path(name)
+  if path is None:
     return {}
   out = {}
   with open(path, encoding="utf-8", errors="replace") as f:
