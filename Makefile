@@ -26,6 +26,7 @@ test: lint
 
 bench: setup
 	$(PY) benchmarks/train_step.py
+	$(PY) benchmarks/decode.py --floor
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache

@@ -212,6 +212,20 @@ def flax_step(attention, feeding):
   return run
 
 
+_matmul = jax.jit(jnp.matmul)
+
+
+def best_matmul_time(m: int, k: int, n: int) -> float:
+  """Seconds of one f32 `[m, k] x [k, n]` matmul, the better of XLA and PyTorch."""
+  a, b = np.ones((m, k), np.float32), np.ones((k, n), np.float32)
+  ja, jb, ta, tb = jnp.asarray(a), jnp.asarray(b), torch.from_numpy(a), torch.from_numpy(b)
+  out = []
+  for f in (lambda: _matmul(ja, jb).block_until_ready(), lambda: ta @ tb):
+    f()
+    out.append(min(_timed(f) for _ in range(5)))
+  return min(out)
+
+
 def gemm_floor(attention: str) -> tuple[float, float]:
   """Seconds a step's f32 matmuls take alone, each at its best measured speed.
 
@@ -229,17 +243,7 @@ def gemm_floor(attention: str) -> tuple[float, float]:
   if attention != "none":
     shapes += fwd_bwd(B * T, 2 * H, H)  # W_c; the [30 x 30] score bmm's are small
   vocab = fwd_bwd(B * T, H, V)
-  mm = jax.jit(jnp.matmul)
-
-  def best(m, k, n):
-    a, b = np.ones((m, k), np.float32), np.ones((k, n), np.float32)
-    ja, jb, ta, tb = jnp.asarray(a), jnp.asarray(b), torch.from_numpy(a), torch.from_numpy(b)
-    out = []
-    for f in (lambda: mm(ja, jb).block_until_ready(), lambda: ta @ tb):
-      f()
-      out.append(min(_timed(f) for _ in range(5)))
-    return min(out)
-
+  best = best_matmul_time
   vocab_time = sum(c * best(m, k, n) for m, k, n, c in vocab)
   return vocab_time + sum(c * best(m, k, n) for m, k, n, c in shapes), vocab_time
 

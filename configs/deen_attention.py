@@ -43,6 +43,8 @@ def get_config(arg=None):
   config.train.checkpoint_every_steps = 500
   config.eval.every_steps = 2000
   config.eval.batch_size = 256
+  config.eval.max_len_a = 2.0  # subwords: at most twice the source length, plus 10
+  config.eval.max_len_b = 10
 
   if arg == "quick":
     config.dataset.vocab_size = 500

@@ -76,7 +76,12 @@ def get_config(arg=None):
 
   config.eval = ml_collections.ConfigDict(dict(
       every_steps=500,
-      beam_size=1,  # 1 = greedy
+      beam_size=1,  # 1 = greedy, else beam search
+      length_penalty=0.6,  # beam search: GNMT alpha; 0 = off
+      length_penalty_type="gnmt",  # gnmt ((5+len)/6)**alpha | average len**alpha
+      max_len_a=5.0,  # at most floor(a * source length + b) output tokens
+      max_len_b=10,  # (number words -> characters: up to 5 characters a word)
+      report_greedy=False,  # with a beam, also greedy_bleu / greedy_chrf / ...
       batch_size=500,
       num_attention_plots=3,  # fixed dev sentences plotted at every evaluation
       max_examples=0,  # evaluate on the first N dev pairs; 0 = all

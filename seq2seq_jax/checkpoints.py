@@ -24,15 +24,17 @@ def _args(state, meta, restore=False):
 class Checkpoints:
   """Saves `(state, meta)` pairs; `meta` is JSON (the step, the data position)."""
 
-  def __init__(self, directory: Path, keep: int):
+  def __init__(self, directory: Path, keep: int, create: bool = True):
     self.directory = Path(directory)
+    if not create and not (self.directory / "last").is_dir():
+      raise CheckpointError(f"no checkpoints in {self.directory}")
     names = ("state", "meta")
     self.last = ocp.CheckpointManager(
         self.directory / "last", item_names=names,
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=create))
     self.best = ocp.CheckpointManager(
         self.directory / "best", item_names=names,
-        options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True, best_mode="max",
+        options=ocp.CheckpointManagerOptions(max_to_keep=1, create=create, best_mode="max",
                                              best_fn=lambda metrics: metrics["bleu"]))
 
   def save(self, step: int, state, meta: dict, bleu: float | None = None) -> None:
@@ -67,6 +69,31 @@ class Checkpoints:
       raise CheckpointError(f"no readable checkpoint in {self.directory / 'last'}; "
                             f"unreadable: {', '.join(failures)}. Move them away to start over.")
     return None
+
+  def restore(self, which: str, template):
+    """`(state, meta)` of checkpoint `which`: "best", "last" or a step number."""
+    if which == "best":
+      manager, step = self.best, self.best.latest_step()
+      if step is None:
+        raise CheckpointError(f"no best checkpoint in {self.directory / 'best'} (the run has "
+                              "not been evaluated yet); use --checkpoint=last")
+    elif which == "last":
+      manager, step = self.last, self.last.latest_step()
+    elif str(which).isdigit():
+      manager, step = self.last, int(which)
+      if step not in self.last.all_steps():
+        raise CheckpointError(f"no checkpoint of step {step} in {self.directory / 'last'}; "
+                              f"there are: {sorted(self.last.all_steps())}")
+    else:
+      raise CheckpointError(f"--checkpoint must be best, last or a step number, got {which!r}")
+    if step is None:
+      raise CheckpointError(f"no checkpoint in {self.directory / 'last'}")
+    try:
+      restored = manager.restore(step, args=_args(template, None, restore=True))
+    except Exception as e:  # orbax raises many types for damaged files
+      raise CheckpointError(f"checkpoint {step} in {manager.directory} is unreadable "
+                            f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+    return restored.state, restored.meta
 
   def close(self) -> None:
     self.wait()

@@ -1,6 +1,6 @@
 """Checking a config before any work starts, and comparing two of them."""
 
-from seq2seq_jax import data, models, train
+from seq2seq_jax import data, evaluate, models, train
 
 
 def flatten(tree, prefix="") -> dict:
@@ -53,6 +53,22 @@ def validate(config) -> None:
     if every % log_every:  # exact resume restarts at a logging boundary
       raise ValueError(f"{field}={every} must be a multiple of train.log_every_steps="
                        f"{log_every}")
-  if config.eval.beam_size != 1:
-    raise ValueError(f"eval.beam_size={config.eval.beam_size!r}: only 1 (greedy) is "
-                     "implemented so far; beam search comes with seq2seq_jax.decoding")
+  _positive_int(config, "eval.beam_size")
+  check_eval_decoding(config.eval)
+
+
+def check_eval_decoding(cfg_eval) -> None:
+  """The decoding fields of an `eval` section (also the translate flags)."""
+  from seq2seq_jax import decoding
+  try:
+    options = evaluate.decode_options(cfg_eval)
+  except (TypeError, ValueError) as e:
+    raise ValueError(f"eval.max_len_a / eval.length_penalty must be numbers: {e}") from None
+  try:
+    decoding.check_length_penalty(options["length_penalty_alpha"], options["penalty_type"])
+  except ValueError as e:
+    raise ValueError(f"eval.length_penalty / eval.length_penalty_type: {e}") from None
+  if not options["max_len_a"] >= 0 or isinstance(options["max_len_b"], bool) or \
+      not isinstance(options["max_len_b"], int):
+    raise ValueError(f"eval.max_len_a must be >= 0 and eval.max_len_b an int, got "
+                     f"{options['max_len_a']!r} and {options['max_len_b']!r}")

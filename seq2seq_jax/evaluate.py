@@ -1,85 +1,45 @@
-"""Evaluation: teacher-forced loss, free-running greedy decoding, BLEU and chrF.
+"""Evaluation: teacher-forced loss, free-running decoding, BLEU and chrF.
 
-Decoding never sees the gold prefix: every step reads the model's own previous
-prediction (`tf_prob=0`). BLEU and chrF are sacrebleu's, on detokenized text.
+Decoding (`seq2seq_jax.decoding`: greedy when `eval.beam_size` is 1, else beam
+search) never sees the gold prefix. BLEU and chrF are sacrebleu's, on
+detokenized text.
 """
 
-import functools
 import math
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import sacrebleu
 
-from seq2seq_jax import losses
+from seq2seq_jax import decoding
 from seq2seq_jax.tokens import PAD_ID
 
 LENGTH_BUCKETS = (5, 10, 15, 20, 30, 40, 60, 10**9)  # upper bounds of source lengths
 
 
-class _Compiled:
-  """The jitted decoding and loss functions of one model."""
-
-  def __init__(self, model):
-    def greedy(params, src, dummy_tgt):
-      out = model.apply({"params": params}, src, dummy_tgt, tf_prob=0.0,
-                        rng=jax.random.PRNGKey(0))
-      return jnp.argmax(out["logits"], -1), out["attention"]
-
-    def forced(params, src, tgt):
-      out = model.apply({"params": params}, src, tgt)
-      ce = losses.masked_cross_entropy(out["logits"], tgt)
-      return ce["loss_sum"], ce["num_tokens"]
-
-    self.greedy, self.forced = jax.jit(greedy), jax.jit(forced)
+EVAL_DEFAULTS = dict(beam_size=1, length_penalty=0.6, length_penalty_type="gnmt",
+                     max_len_a=2.0, max_len_b=10, report_greedy=False)
 
 
-@functools.lru_cache(maxsize=8)
-def _compiled(model) -> _Compiled:
-  return _Compiled(model)
-
-
-def _batches(arrays, batch_size):
-  """Fixed-shape batches (the last one padded with copies of row 0), and the real size."""
-  n = len(arrays[0])
-  for start in range(0, n, batch_size):
-    chunk = [a[start:start + batch_size] for a in arrays]
-    real = len(chunk[0])
-    if real < batch_size:
-      chunk = [np.concatenate([c, np.repeat(a[:1], batch_size - real, 0)]) for c, a in
-               zip(chunk, arrays)]
-    yield chunk, real
-
-
-def greedy_decode(model, params, src: np.ndarray, max_len: int, batch_size: int):
-  """Free-running greedy decoding of `src [N, src_len]`.
-
-  Returns:
-    ids `[N, max_len]` (everything after the first EOS is to be ignored) and
-    attention weights `[N, max_len, src_len]` (None without attention).
-  """
-  batch_size = min(batch_size, len(src))
-  dummy = np.zeros((batch_size, max_len), np.int32)
-  ids, weights = [], []
-  for (chunk,), real in _batches([src], batch_size):
-    out_ids, out_w = _compiled(model).greedy(params, chunk, dummy)
-    ids.append(np.asarray(out_ids)[:real])
-    if out_w is not None:
-      weights.append(np.asarray(out_w)[:real])
-  return np.concatenate(ids), (np.concatenate(weights) if weights else None)
+def decode_options(cfg_eval) -> dict:
+  """The `decoding` keyword arguments of an `eval` config section (a config
+  written before a field existed gets its default)."""
+  get = lambda name: cfg_eval.get(name, EVAL_DEFAULTS[name])
+  return dict(max_len_a=float(get("max_len_a")), max_len_b=get("max_len_b"),
+              length_penalty_alpha=float(get("length_penalty")),
+              penalty_type=get("length_penalty_type"))
 
 
 def forced_loss(model, params, src, tgt, batch_size):
   """Mean teacher-forced token loss over `(src, tgt)`."""
   batch_size = min(batch_size, len(src))
   total, count = 0.0, 0.0
-  for (s, t), real in _batches([src, tgt], batch_size):
+  for (s, t), real in decoding.batches([src, tgt], batch_size):
     t = t.copy()
     t[real:] = PAD_ID  # padding rows contribute nothing
-    loss_sum, num = _compiled(model).forced(params, s, t)
-    total += float(loss_sum)
-    count += float(num)
+    per_token, _ = decoding.forced_log_probs(model, params, s, t)
+    total -= float(jnp.sum(per_token))
+    count += float(np.sum(t != PAD_ID))
   return total / max(count, 1.0)
 
 
@@ -97,8 +57,22 @@ def bleu_by_length(hyps, refs, src_lengths, tokenize="13a"):
   return rows
 
 
+def _text_metrics(hyps, refs, char_level: bool) -> tuple[dict, object, object]:
+  # Character-level targets (German number words are one word) get character BLEU.
+  bleu = sacrebleu.BLEU(tokenize="char" if char_level else "13a")
+  chrf = sacrebleu.CHRF()
+  metrics = {"bleu": bleu.corpus_score(hyps, [refs]).score,
+             "chrf": chrf.corpus_score(hyps, [refs]).score,
+             "exact_match": float(np.mean([h == r for h, r in zip(hyps, refs)]))}
+  return metrics, bleu, chrf
+
+
 def evaluate(model, params, dataset, split: str, cfg_eval) -> dict:
-  """Loss, perplexity, greedy BLEU / chrF / exact match of one split.
+  """Loss, perplexity, BLEU / chrF / exact match of one split.
+
+  The outputs come from beam search with `cfg_eval.beam_size` (greedy when
+  1); with `cfg_eval.report_greedy` and a beam, the greedy outputs' scores are
+  reported too, as `greedy_bleu`, `greedy_chrf`, `greedy_exact_match`.
 
   Returns:
     dict with `metrics` (JSON-ready numbers), `bleu_by_length`, `signature`,
@@ -110,29 +84,28 @@ def evaluate(model, params, dataset, split: str, cfg_eval) -> dict:
     src, tgt, texts = src[:cfg_eval.max_examples], tgt[:cfg_eval.max_examples], \
         texts[:cfg_eval.max_examples]
   loss = forced_loss(model, params, src, tgt, cfg_eval.batch_size)
-  ids, weights = greedy_decode(model, params, src, tgt.shape[1], cfg_eval.batch_size)
-  hyps = [dataset.tgt_vocab.decode(row) for row in ids]
   refs = [t for _, t in texts]
-  # Character-level targets (German number words are one word) get character BLEU.
-  bleu = sacrebleu.BLEU(tokenize="char" if dataset.tgt_vocab.kind == "char" else "13a")
-  chrf = sacrebleu.CHRF()
-  bleu_score = bleu.corpus_score(hyps, [refs])
-  chrf_score = chrf.corpus_score(hyps, [refs])
+  char_level = dataset.tgt_vocab.kind == "char"
+  options = decode_options(cfg_eval)
+  beam_size = cfg_eval.get("beam_size", 1)
+  out = decoding.decode_corpus(model, params, src, cfg_eval.batch_size, beam_size, **options)
+  ids = out.tokens[:, 0]
+  hyps = [dataset.tgt_vocab.decode(row) for row in ids]
+  text_metrics, bleu, chrf = _text_metrics(hyps, refs, char_level)
+  metrics = {"loss": loss, "ppl": math.exp(min(loss, 50.0)), **text_metrics}
+  if beam_size > 1 and cfg_eval.get("report_greedy", False):
+    greedy = decoding.decode_corpus(model, params, src, cfg_eval.batch_size, 1, **options)
+    greedy_hyps = [dataset.tgt_vocab.decode(row) for row in greedy.tokens[:, 0]]
+    greedy_metrics, _, _ = _text_metrics(greedy_hyps, refs, char_level)
+    metrics.update({f"greedy_{k}": v for k, v in greedy_metrics.items()})
   src_lengths = [int(np.sum(row != PAD_ID)) for row in src]
-  metrics = {
-      "loss": loss,
-      "ppl": math.exp(min(loss, 50.0)),
-      "bleu": bleu_score.score,
-      "chrf": chrf_score.score,
-      "exact_match": float(np.mean([h == r for h, r in zip(hyps, refs)])),
-  }
   return {
       "metrics": metrics,
       "bleu_by_length": bleu_by_length(hyps, refs, src_lengths, bleu.tokenizer.signature()),
       "signature": {"bleu": str(bleu.get_signature()), "chrf": str(chrf.get_signature())},
       "hypotheses": hyps,
       "output_ids": ids,
-      "attention": weights,
+      "attention": None if out.attention is None else out.attention[:, 0],
   }
 
 

@@ -1,0 +1,261 @@
+"""Translates (or scores) sentences with a trained model from a training workdir.
+
+    python -m seq2seq_jax.translate --workdir=DIR [--beam_size=5] [--nbest=3] \
+        [--length_penalty=0.6] [--with_scores] [--input=F] [--output=F]
+    python -m seq2seq_jax.translate --workdir=DIR --score < source-TAB-target lines
+
+Reads one sentence a line from stdin or `--input`; writes one translation a
+line (with `--nbest N`, N lines an input, best first; with `--with_scores`,
+`score<TAB>translation`). `--score` prints the log-probability of each
+`source<TAB>target` line's target (its `<eos>` included), one a line.
+`--temperature T` samples instead of searching (`--nbest` samples an input).
+"""
+
+import json
+import logging
+from pathlib import Path
+import sys
+
+from absl import flags
+import jax
+import ml_collections
+import numpy as np
+
+from seq2seq_jax.tokens import EOS_ID
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "A training workdir.")
+_CHECKPOINT = flags.DEFINE_string("checkpoint", "best",
+                                  "best (by dev BLEU), last, or a step number.")
+_INPUT = flags.DEFINE_string("input", None, "Input file (UTF-8); stdin when not given.")
+_OUTPUT = flags.DEFINE_string("output", None, "Output file; stdout when not given.")
+_BEAM = flags.DEFINE_integer("beam_size", 5, "Beam width; 1 = greedy.")
+_NBEST = flags.DEFINE_integer("nbest", 1, "Hypotheses written per input (<= beam_size).")
+_ALPHA = flags.DEFINE_float("length_penalty", 0.6, "Length penalty alpha; 0 turns it off.")
+_PENALTY_TYPE = flags.DEFINE_enum("length_penalty_type", "gnmt", ["gnmt", "average"],
+                                  "gnmt: ((5+len)/6)**alpha; average: len**alpha.")
+_MAX_LEN_A = flags.DEFINE_float("max_len_a", None, "At most floor(a * source length + b) "
+                                "output tokens; default: the workdir's eval.max_len_a.")
+_MAX_LEN_B = flags.DEFINE_integer("max_len_b", None, "Default: the workdir's eval.max_len_b.")
+_WITH_SCORES = flags.DEFINE_bool("with_scores", False, "Write score<TAB>translation.")
+_SCORE = flags.DEFINE_bool("score", False, "Print log p(target | source) of source<TAB>target "
+                           "lines instead of translating.")
+_TEMPERATURE = flags.DEFINE_float("temperature", 0.0, "> 0: sample instead of beam search.")
+_TOP_K = flags.DEFINE_integer("top_k", 0, "Sampling: only the k most probable tokens.")
+_SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
+_BATCH = flags.DEFINE_integer("batch_size", 64, "Sentences a batch.")
+_ATTENTION_DIR = flags.DEFINE_string("attention_dir", None,
+                                     "Save an attention heatmap of each best output here.")
+_MAX_PLOTS = flags.DEFINE_integer("max_attention_plots", 100, "At most this many heatmaps.")
+
+log = logging.getLogger("seq2seq_jax.translate")
+
+
+class TranslateError(ValueError):
+  pass
+
+
+def load_model(workdir, checkpoint: str = "best"):
+  """The config, model, params and vocabularies of a training workdir.
+
+  Args:
+    workdir: a directory written by `seq2seq_jax.main`.
+    checkpoint: "best" (by dev BLEU), "last", or a step number.
+
+  Returns:
+    `(config, model, params, src_vocab, tgt_vocab)`.
+  """
+  from seq2seq_jax import checkpoints, models, train
+  from seq2seq_jax.data.vocab import load_vocab
+  workdir = Path(workdir)
+  for name in ("config.json", "vocab_src.json", "vocab_tgt.json"):
+    if not (workdir / name).exists():
+      raise TranslateError(f"{workdir / name} does not exist: --workdir must be a training "
+                           "workdir (python -m seq2seq_jax.main ... --workdir=DIR)")
+  config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
+  src_vocab, tgt_vocab = load_vocab(workdir / "vocab_src.json"), load_vocab(workdir /
+                                                                            "vocab_tgt.json")
+  model = models.Seq2Seq(src_vocab_size=len(src_vocab), tgt_vocab_size=len(tgt_vocab),
+                         **config.model)
+  tx = train.make_optimizer(config.train.learning_rate, config.train.clip_norm,
+                            config.train.optimizer)
+  dummy = {"src": np.ones((1, 2), np.int32), "tgt": np.ones((1, 2), np.int32)}
+  template = train.init_state(model, tx, jax.random.PRNGKey(0), dummy)
+  ckpt = checkpoints.Checkpoints(workdir / "checkpoints", 1, create=False)
+  try:
+    state, meta = ckpt.restore(checkpoint, template)
+  finally:
+    ckpt.close()
+  log.info("loaded %s checkpoint of step %d from %s", checkpoint, meta["step"], workdir)
+  return config, model, state.params, src_vocab, tgt_vocab
+
+
+def read_lines(path) -> list[str]:
+  """Lines of `path` (stdin when None), UTF-8; a bad line is named."""
+  raw = sys.stdin.buffer.read() if path is None else Path(path).read_bytes()
+  name = "stdin" if path is None else path
+  lines = []
+  for number, line in enumerate(raw.split(b"\n"), 1):
+    try:
+      lines.append(line.decode("utf-8").rstrip("\r"))
+    except UnicodeDecodeError as e:
+      raise TranslateError(f"{name}:{number}: not UTF-8 ({e.reason} at byte {e.start})") \
+          from None
+  if lines and lines[-1] == "":
+    lines.pop()  # the final newline
+  return lines
+
+
+def _pad(rows: list[list[int]], multiple: int = 8) -> np.ndarray:
+  """Rows padded to a multiple of `multiple` (fewer shapes to compile)."""
+  width = max(1, max(map(len, rows)))
+  width = -(-width // multiple) * multiple
+  out = np.zeros((len(rows), width), np.int32)
+  for i, r in enumerate(rows):
+    out[i, :len(r)] = r
+  return out
+
+
+def _length_batches(lengths, batch_size):
+  """Indices in batches of similar length (longest first); outputs go back in order."""
+  order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+  return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def translate(model, params, src_vocab, tgt_vocab, sentences, *, beam_size=5, nbest=1,
+              temperature=0.0, top_k=0, seed=0, batch_size=64, **options):
+  """`nbest` translations of each sentence: a list (per sentence) of
+  `(score, text, tokens, attention)`, best first."""
+  from seq2seq_jax import decoding
+  if nbest < 1 or (temperature <= 0 and nbest > beam_size):
+    raise TranslateError(f"--nbest must be in [1, --beam_size={beam_size}], got {nbest}")
+  ids = [src_vocab.encode(s) for s in sentences]
+  # A sentence without tokens gets empty outputs and keeps its line.
+  results = [[(0.0, "", np.zeros(0, np.int32), None)] * nbest if not r else None for r in ids]
+  todo = [i for i, r in enumerate(ids) if r]
+  lengths = [len(ids[i]) for i in todo]
+  for batch_number, batch in enumerate(_length_batches(lengths, batch_size)):
+    idx = [todo[j] for j in batch]
+    src = _pad([ids[i] for i in idx])
+    if temperature > 0:
+      out = decoding.sample(model, params, src, jax.random.fold_in(
+          jax.random.PRNGKey(seed), batch_number), temperature=temperature, top_k=top_k,
+          num_samples=nbest, **options)
+    elif beam_size == 1:
+      out = decoding.greedy(model, params, src, **options)
+    else:
+      out = decoding.beam_search(model, params, src, beam_size=beam_size, **options)
+    out = jax.tree.map(np.asarray, out)
+    for row, i in enumerate(idx):
+      results[i] = [(float(out.scores[row, n]), tgt_vocab.decode(out.tokens[row, n]),
+                     out.tokens[row, n, :out.lengths[row, n]],
+                     None if out.attention is None else
+                     out.attention[row, n, :out.lengths[row, n], :len(ids[i])])
+                    for n in range(nbest)]
+  return results
+
+
+def score(model, params, src_vocab, tgt_vocab, pairs, batch_size=64) -> list[float]:
+  """log p(target + <eos> | source) of each `(source, target)` pair."""
+  from seq2seq_jax import decoding
+  src_ids = [src_vocab.encode(s) for s, _ in pairs]
+  tgt_ids = [tgt_vocab.encode(t, eos=True) for _, t in pairs]
+  out = [0.0] * len(pairs)
+  for idx in _length_batches([len(r) for r in src_ids], batch_size):
+    _, per_sentence = decoding.forced_log_probs(model, params, _pad([src_ids[i] for i in idx]),
+                                                _pad([tgt_ids[i] for i in idx]))
+    for row, i in enumerate(idx):
+      out[i] = float(per_sentence[row])
+  return out
+
+
+def _run() -> list[str]:
+  from seq2seq_jax import config_utils, evaluate
+  _, model, params, src_vocab, tgt_vocab = load_model(_WORKDIR.value, _CHECKPOINT.value)
+  lines = read_lines(_INPUT.value)
+  name = _INPUT.value or "stdin"
+  if _SCORE.value:
+    pairs = []
+    for number, line in enumerate(lines, 1):
+      parts = line.split("\t")
+      if len(parts) != 2:
+        raise TranslateError(f"{name}:{number}: --score needs source<TAB>target, found "
+                             f"{len(parts) - 1} tabs")
+      pairs.append(tuple(parts))
+    return [f"{s:.6f}" for s in score(model, params, src_vocab, tgt_vocab, pairs,
+                                      _BATCH.value)]
+  for number, line in enumerate(lines, 1):
+    if not line.strip():
+      log.warning("%s:%d: empty line; its translation is empty too", name, number)
+  eval_cfg = ml_collections.ConfigDict(json.loads(
+      (Path(_WORKDIR.value) / "config.json").read_text())).eval
+  options = evaluate.decode_options(eval_cfg)
+  options.update(length_penalty_alpha=_ALPHA.value, penalty_type=_PENALTY_TYPE.value)
+  if _MAX_LEN_A.value is not None:
+    options["max_len_a"] = _MAX_LEN_A.value
+  if _MAX_LEN_B.value is not None:
+    options["max_len_b"] = _MAX_LEN_B.value
+  check = ml_collections.ConfigDict({"length_penalty": options["length_penalty_alpha"],
+                                     "length_penalty_type": options["penalty_type"],
+                                     "max_len_a": options["max_len_a"],
+                                     "max_len_b": options["max_len_b"]})
+  config_utils.check_eval_decoding(check)
+  if _BEAM.value < 1:
+    raise TranslateError(f"--beam_size must be >= 1, got {_BEAM.value}")
+  results = translate(model, params, src_vocab, tgt_vocab, lines, beam_size=_BEAM.value,
+                      nbest=_NBEST.value, temperature=_TEMPERATURE.value, top_k=_TOP_K.value,
+                      seed=_SEED.value, batch_size=_BATCH.value, **options)
+  if _ATTENTION_DIR.value:
+    _plot(results, lines, src_vocab, tgt_vocab, Path(_ATTENTION_DIR.value),
+          model.attention == "none")
+  out = []
+  for hyps in results:
+    for s, text, _, _ in hyps:
+      out.append(f"{s:.6f}\t{text}" if _WITH_SCORES.value else text)
+  return out
+
+
+def _plot(results, lines, src_vocab, tgt_vocab, directory: Path,
+          model_has_no_attention: bool) -> None:
+  from seq2seq_jax import evaluate
+  directory.mkdir(parents=True, exist_ok=True)
+  for i, (hyps, line) in enumerate(zip(results, lines)):
+    if i >= _MAX_PLOTS.value:
+      break
+    _, text, tokens, weights = hyps[0]
+    if model_has_no_attention:
+      log.warning("the model has no attention: no heatmaps")
+      return
+    if weights is None:  # an empty line
+      continue
+    src_tokens = src_vocab.tokens(src_vocab.encode(line))
+    out_tokens = tgt_vocab.tokens(tokens) + (["<eos>"] if len(tokens) and tokens[-1] == EOS_ID
+                                             else [])
+    evaluate.plot_attention(weights, src_tokens, out_tokens, directory / f"{i + 1:05d}.png",
+                            title=text)
+
+
+def main(argv) -> None:
+  from seq2seq_jax.checkpoints import CheckpointError
+  try:
+    flags.FLAGS(argv)
+  except flags.Error as e:
+    print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)
+    sys.exit(2)
+  if not _WORKDIR.value:
+    print("error: --workdir is required", file=sys.stderr)
+    sys.exit(2)
+  logging.basicConfig(level=logging.WARNING, format="%(message)s")
+  try:
+    out = _run()
+  except (TranslateError, CheckpointError, ValueError, OSError) as e:
+    print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+    sys.exit(2)
+  text = "".join(line + "\n" for line in out)
+  if _OUTPUT.value:
+    Path(_OUTPUT.value).write_text(text, encoding="utf-8")
+  else:
+    sys.stdout.write(text)
+
+
+if __name__ == "__main__":
+  main(sys.argv)
