@@ -1,0 +1,342 @@
+"""Runs the members of a config's sweep, each in its own process and workdir.
+
+    python -m seq2seq_jax.sweep --config=configs/X.py[:ARG] --workdir=DIR [--parallel=2] \
+        [--list] [--index=K] [--retry_failed] [--summarize] [--config.FIELD=VALUE ...]
+
+The config file defines `get_sweep()` (see `seq2seq_jax.hyper`). Member K
+trains in `DIR/members/NAME` exactly as `seq2seq_jax.main` would, in a process
+of its own (a crash, an out-of-memory kill or a NaN there leaves the others
+alone); its output goes to `DIR/logs/NAME.log`, its state to
+`DIR/status/NAME.json`. Running the command again skips finished members,
+resumes interrupted ones (killed, or the sweep itself stopped) from their
+checkpoints, and retries failed ones (an error in the run) only with
+`--retry_failed`. `--index=K` runs member K alone, so that a scheduler's array
+job (SLURM, a Kubernetes indexed Job) can spread the sweep over machines; a
+per-member lock keeps two processes off one member. Compiled programs are
+cached in `DIR/jax_cache`, shared by the members.
+"""
+
+import fcntl
+import importlib.util
+import inspect
+import json
+import logging
+import os
+from pathlib import Path
+import signal
+import subprocess
+import sys
+import time
+import traceback
+
+from absl import flags
+import ml_collections
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "A config file with get_sweep() "
+                                          "(`configs/NAME.py[:ARG]`).", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "The sweep's directory.")
+_PARALLEL = flags.DEFINE_integer("parallel", 1, "Members run at once.")
+_LIST = flags.DEFINE_bool("list", False, "Print the members and their state, run nothing.")
+_INDEX = flags.DEFINE_integer("index", None, "Run only member K (0-based).")
+_RETRY = flags.DEFINE_bool("retry_failed", False, "Also run members whose run failed.")
+_SUMMARIZE = flags.DEFINE_bool("summarize", False, "Only write the summary of what has run.")
+_WORKER = flags.DEFINE_bool("worker", False, "Internal: train member --index in this process.")
+_SWEEP_ONLY = ("parallel", "list", "index", "retry_failed", "summarize", "worker", "workdir")
+
+log = logging.getLogger("seq2seq_jax.sweep")
+
+
+class SweepError(ValueError):
+  pass
+
+
+# ----- members -----
+
+class Member:
+  def __init__(self, index: int, name: str, overrides: dict, config, root: Path):
+    self.index, self.name, self.overrides, self.config = index, name, overrides, config
+    self.workdir = root / "members" / name
+    self.status_path = root / "status" / f"{name}.json"
+    self.lock_path = root / "status" / f"{name}.lock"
+    self.log_path = root / "logs" / f"{name}.log"
+
+  def status(self) -> dict:
+    try:
+      return json.loads(self.status_path.read_text())
+    except (OSError, ValueError):
+      return {}
+
+  def write_status(self, **fields) -> None:
+    self.status_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = self.status_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({**self.status(), **fields}, indent=1) + "\n")
+    os.replace(tmp, self.status_path)
+
+  def locked(self) -> bool:
+    """Whether a live process holds this member's lock."""
+    if not self.lock_path.exists():
+      return False
+    with open(self.lock_path) as f:
+      try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+      except OSError:
+        return True
+      fcntl.flock(f, fcntl.LOCK_UN)
+      return False
+
+  def state(self) -> str:
+    """pending | running | interrupted | done | failed."""
+    state = self.status().get("state")
+    if state == "running":
+      return "running" if self.locked() else "interrupted"
+    return state or ("interrupted" if self.workdir.exists() else "pending")
+
+
+def load_sweep(config_arg: str) -> list[dict]:
+  """`get_sweep([arg])` of the config file `path[:arg]`."""
+  path, _, arg = config_arg.partition(":")
+  spec = importlib.util.spec_from_file_location("sweep_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  get_sweep = getattr(module, "get_sweep", None)
+  if get_sweep is None:
+    raise SweepError(f"{path} defines no get_sweep(); see seq2seq_jax/hyper.py")
+  takes_arg = bool(inspect.signature(get_sweep).parameters)
+  if arg and not takes_arg:
+    raise SweepError(f"{path}: get_sweep() takes no argument, got {arg!r}")
+  members = get_sweep(arg or None) if takes_arg else get_sweep()
+  if not members:
+    raise SweepError(f"{path}: get_sweep() returned no members")
+  return members
+
+
+def apply_overrides(config, overrides: dict, label: str):
+  """A copy of `config` with `overrides` (`{"model.cell": "gru"}`) set; a
+  field that does not exist or a value of the wrong type names the member."""
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.lock()
+  for field, value in overrides.items():
+    node, parts = config, field.split(".")
+    try:
+      for part in parts[:-1]:
+        node = node[part]
+      if parts[-1] not in node:
+        raise KeyError(parts[-1])
+      node[parts[-1]] = tuple(value) if isinstance(node[parts[-1]], tuple) else value
+    except (KeyError, AttributeError, TypeError) as e:
+      raise SweepError(f"member {label}: cannot set {field}={value!r} ({type(e).__name__}: "
+                       f"{e})") from None
+  return config
+
+
+def expand(config, config_arg: str, root: Path) -> list[Member]:
+  """The sweep's members, each config checked before anything runs."""
+  from seq2seq_jax import config_utils, hyper
+  sweep = load_sweep(config_arg)
+  names = hyper.member_names(sweep)
+  members = []
+  for index, (name, overrides) in enumerate(zip(names, sweep)):
+    member_config = apply_overrides(config, overrides, f"{index} ({name})")
+    try:
+      config_utils.validate(member_config)
+    except ValueError as e:
+      raise SweepError(f"member {index} ({name}): {e}") from None
+    members.append(Member(index, name, overrides, member_config, root))
+  return members
+
+
+# ----- one member, in this process -----
+
+def run_worker(member: Member, cache_dir: Path) -> int:
+  import jax
+  member.lock_path.parent.mkdir(parents=True, exist_ok=True)
+  lock = open(member.lock_path, "w")
+  try:
+    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except OSError:
+    print(f"error: member {member.name} is running in another process", file=sys.stderr)
+    return 3
+  jax.config.update("jax_compilation_cache_dir", str(cache_dir))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+  attempts = member.status().get("attempts", 0) + 1
+  member.write_status(state="running", pid=os.getpid(), started=time.time(), attempts=attempts,
+                      error=None, index=member.index, overrides=member.overrides)
+  from seq2seq_jax import train
+  t0 = time.time()
+  try:
+    results = train.train_and_evaluate(member.config, member.workdir)
+  except BaseException as e:  # noqa: B036  a failed member is recorded, whatever it raised
+    traceback.print_exc()
+    message = " ".join(f"{type(e).__name__}: {e}".split())
+    member.write_status(state="failed", finished=time.time(), error=message[:500])
+    return 1
+  member.write_status(state="done", finished=time.time(), wall_s=time.time() - t0,
+                      dev_bleu=results["dev"]["metrics"]["bleu"],
+                      test_bleu=results["test"]["metrics"]["bleu"])
+  return 0
+
+
+# ----- the sweep -----
+
+def _child_argv(argv: list[str], index: int) -> list[str]:
+  """This command's flags for one member: the config and its overrides."""
+  out, skip = [], False
+  for arg in argv[1:]:
+    if skip:
+      skip = False
+      continue
+    name = arg.lstrip("-").split("=", 1)[0]
+    if name in _SWEEP_ONLY or name.startswith("no") and name[2:] in _SWEEP_ONLY:
+      skip = "=" not in arg and name in ("parallel", "index", "workdir")
+      continue
+    out.append(arg)
+  return [sys.executable, "-m", "seq2seq_jax.sweep", *out, f"--workdir={_WORKDIR.value}",
+          f"--index={index}", "--worker"]
+
+
+def _last_line(path: Path) -> str:
+  try:
+    lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+  except OSError:
+    return ""
+  return lines[-1] if lines else ""
+
+
+class Display:
+  """Sweep-level progress: done / running / failed, ETA."""
+
+  def __init__(self, total: int, parallel: int):
+    self.total, self.parallel, self.walls = total, parallel, []
+
+  def line(self, done, running, failed, todo) -> str:
+    eta = ""
+    if self.walls and (running or todo):
+      per = sum(self.walls) / len(self.walls)
+      eta = f", ETA {per * (todo + running / 2) / self.parallel / 60:.1f} min"
+    return (f"[sweep] {done}/{self.total} done, {running} running, {failed} failed, "
+            f"{todo} waiting{eta}")
+
+
+def run_sweep(members: list[Member], argv, parallel: int, retry_failed: bool) -> int:
+  root = Path(_WORKDIR.value)
+  for sub in ("members", "status", "logs"):
+    (root / sub).mkdir(parents=True, exist_ok=True)
+  queue, skipped_failed = [], []
+  for m in members:
+    state = m.state()
+    if state == "done":
+      continue
+    if state == "running":
+      log.info("%s is running in another process; not started here", m.name)
+      continue
+    if state == "failed" and not retry_failed:
+      skipped_failed.append(m)
+      continue
+    queue.append(m)
+  for m in skipped_failed:
+    log.info("%s failed before (%s); --retry_failed runs it again", m.name,
+             m.status().get("error"))
+  display = Display(len(members), parallel)
+  running: dict = {}  # Member -> (Popen, start time)
+  failed_now = []
+
+  def counts():
+    states = [m.state() for m in members]
+    return (states.count("done"), len(running), states.count("failed") + len(
+        [m for m in failed_now if m.state() != "failed"]), len(queue))
+
+  last_print = 0.0
+  while queue or running:
+    while queue and len(running) < parallel:
+      m = queue.pop(0)
+      with open(m.log_path, "ab") as out:
+        proc = subprocess.Popen(_child_argv(argv, m.index), stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+      running[m] = (proc, time.time())
+      log.info("started %d %s (pid %d)", m.index, m.name, proc.pid)
+    time.sleep(0.2)
+    for m, (proc, start) in list(running.items()):
+      rc = proc.poll()
+      if rc is None:
+        continue
+      del running[m]
+      wall = time.time() - start
+      if rc == 0:
+        display.walls.append(wall)
+        log.info("done %s in %.0f s (dev BLEU %.2f)", m.name, wall, m.status().get("dev_bleu", 0))
+      elif rc < 0:
+        why = f"killed by {signal.Signals(-rc).name}"
+        m.write_status(state="interrupted", error=why)
+        failed_now.append(m)
+        log.error("FAILED %s: %s; a rerun resumes it from its last checkpoint", m.name, why)
+      else:
+        if m.status().get("state") != "failed":
+          m.write_status(state="failed", error=_last_line(m.log_path) or f"exit code {rc}")
+        failed_now.append(m)
+        log.error("FAILED %s: %s (log: %s)", m.name, m.status().get("error"), m.log_path)
+    if time.time() - last_print > 30 or not (queue or running):
+      log.info(display.line(*counts()))
+      last_print = time.time()
+  return 1 if failed_now or any(m.state() == "failed" for m in members) else 0
+
+
+def _print_list(members: list[Member]) -> None:
+  for m in members:
+    status = m.status()
+    extra = f"  ({status['error']})" if status.get("error") else ""
+    print(f"{m.index}\t{m.state()}\t{m.name}{extra}")
+
+
+def _fail(message: str, code: int = 2) -> None:
+  print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
+  sys.exit(code)
+
+
+def main(argv) -> None:
+  try:
+    flags.FLAGS(argv)
+    config = _CONFIG.value
+  except flags.Error as e:
+    _fail(str(e).splitlines()[0])
+  except (AttributeError, KeyError) as e:
+    _fail(f"unknown config field: {e}")
+  except (OSError, ValueError, TypeError) as e:
+    _fail(e)
+  if config is None or not _WORKDIR.value:
+    _fail("--config and --workdir are required")
+  logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s",
+                      datefmt="%H:%M:%S")
+  logging.getLogger("seq2seq_jax").setLevel(logging.INFO)
+  root = Path(_WORKDIR.value)
+  config_arg = flags.FLAGS["config"].serialize().split("=", 1)[1]
+  try:
+    members = expand(config, config_arg, root)
+  except (SweepError, OSError, ValueError) as e:
+    _fail(e)
+  index = _INDEX.value
+  if index is not None and not 0 <= index < len(members):
+    _fail(f"--index={index} is out of range: the sweep has {len(members)} members "
+          f"(0-{len(members) - 1})")
+  if _WORKER.value:
+    sys.exit(run_worker(members[index], root / "jax_cache"))
+  if _LIST.value:
+    _print_list(members)
+    return
+  from seq2seq_jax import sweep_summary
+  if not _SUMMARIZE.value:
+    if _PARALLEL.value < 1:
+      _fail(f"--parallel must be >= 1, got {_PARALLEL.value}")
+    selected = members if index is None else [members[index]]
+    code = run_sweep(selected, argv, _PARALLEL.value, _RETRY.value)
+    if index is not None:
+      sys.exit(code)
+  else:
+    code = 0
+  paths = sweep_summary.summarize(root, members)
+  print(f"summary: {paths['markdown']}")
+  sys.exit(code)
+
+
+if __name__ == "__main__":
+  main(sys.argv)
