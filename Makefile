@@ -19,7 +19,7 @@ demo: setup
 	$(PY) -m seq2seq_jax.main --config=configs/default.py --workdir=$(WORKDIR)
 
 lint: setup
-	$(PY) -m ruff check seq2seq_jax tests benchmarks configs
+	$(PY) -m ruff check seq2seq_jax tests benchmarks configs experiments
 
 test: lint
 	$(PY) -m pytest -n 2 -q

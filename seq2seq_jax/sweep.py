@@ -166,6 +166,9 @@ def run_worker(member: Member, cache_dir: Path) -> int:
   t0 = time.time()
   try:
     results = train.train_and_evaluate(member.config, member.workdir)
+  except KeyboardInterrupt:
+    member.write_status(state="interrupted", error="interrupted (SIGINT)")
+    return 130
   except BaseException as e:  # noqa: B036  a failed member is recorded, whatever it raised
     traceback.print_exc()
     message = " ".join(f"{type(e).__name__}: {e}".split())
@@ -246,6 +249,28 @@ def run_sweep(members: list[Member], argv, parallel: int, retry_failed: bool) ->
     return (states.count("done"), len(running), states.count("failed") + len(
         [m for m in failed_now if m.state() != "failed"]), len(queue))
 
+  def stop(signum, frame):
+    raise KeyboardInterrupt
+
+  signal.signal(signal.SIGTERM, stop)
+  try:
+    _run_queue(queue, running, parallel, argv, display, counts, failed_now)
+  except KeyboardInterrupt:
+    # Members in flight are stopped and left resumable.
+    for proc, _ in running.values():
+      proc.terminate()
+    for m, (proc, _) in running.items():
+      try:
+        proc.wait(timeout=30)
+      except subprocess.TimeoutExpired:
+        proc.kill()
+      m.write_status(state="interrupted", error="sweep interrupted")
+    log.error("sweep interrupted; the same command resumes it")
+    return 130
+  return 1 if failed_now or any(m.state() == "failed" for m in members) else 0
+
+
+def _run_queue(queue, running, parallel, argv, display, counts, failed_now) -> None:
   last_print = 0.0
   while queue or running:
     while queue and len(running) < parallel:
@@ -278,7 +303,6 @@ def run_sweep(members: list[Member], argv, parallel: int, retry_failed: bool) ->
     if time.time() - last_print > 30 or not (queue or running):
       log.info(display.line(*counts()))
       last_print = time.time()
-  return 1 if failed_now or any(m.state() == "failed" for m in members) else 0
 
 
 def _print_list(members: list[Member]) -> None:

@@ -1,0 +1,39 @@
+"""Luong et al. 2015 and Britz et al. 2017: attention scores dot / general / concat / additive,
+with and without input feeding.
+
+    python -m seq2seq_jax.sweep --config=experiments/attention_scores/config.py \
+        --workdir=workdirs/attention_scores
+
+English number words -> German number words (`num2words_en_de`: German puts
+the units before the tens, so the decoder must attend out of order), a small
+bidirectional LSTM, each score with and without input feeding, three seeds.
+"""
+
+import importlib.util
+from pathlib import Path
+
+from seq2seq_jax import hyper
+
+_spec = importlib.util.spec_from_file_location(
+    "experiments_base", Path(__file__).resolve().parent.parent / "base.py")
+base = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(base)
+
+
+
+def get_config(arg=None):
+  config = base.default_config()
+  config.model.hidden_dim = 128
+  config.train.num_steps = 1000
+  config.train.log_every_steps = 50
+  config.train.checkpoint_every_steps = 250
+  config.eval.every_steps = 250
+  config.dataset.dev_size = 500
+  config.dataset.test_size = 500
+  return base.make_quick(config) if arg == "quick" else config
+
+
+def get_sweep(arg=None):
+  return hyper.product([hyper.sweep("model.attention", ["dot", "general", "concat", "additive"]),
+                        hyper.sweep("model.input_feeding", [False, True]),
+                        hyper.sweep("seed", [0, 1, 2])])

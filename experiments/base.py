@@ -1,0 +1,70 @@
+"""Shared settings of the reproductions: small models that train on 2 CPU cores.
+
+Each `experiments/NAME/config.py` loads this file by path (experiments are
+not a package) and defines `get_config(arg)` and `get_sweep(arg)`. The `quick`
+argument gives a tiny, few-step version of every experiment for the tests.
+"""
+
+import importlib.util
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _load(path: Path, name: str):
+  spec = importlib.util.spec_from_file_location(name, path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def default_config():
+  """configs/default.py's config: every field a run can have."""
+  return _load(ROOT / "configs" / "default.py", "configs_default").get_config()
+
+
+def translation_config(dataset: str, num_steps: int, vocab_size: int = 4000):
+  """A real corpus with sentencepiece, a small bidirectional LSTM with Bahdanau
+  attention, greedy evaluation four times a run."""
+  config = default_config()
+  config.dataset.name = dataset
+  config.dataset.tokenizer = "sentencepiece"
+  config.dataset.vocab_size = vocab_size
+  config.dataset.max_src_len = 80  # training pairs only; dev and test keep long ones
+  config.dataset.max_tgt_len = 80
+  config.dataset.bucket_boundaries = (12, 20, 30, 45, 60)
+  config.model.cell = "lstm"
+  config.model.attention = "additive"
+  config.model.bidirectional = True
+  config.model.input_feeding = False
+  config.model.embed_dim = 128
+  config.model.hidden_dim = 256
+  config.model.attention_dim = 128
+  config.model.dropout = 0.2
+  config.train.num_steps = num_steps
+  config.train.batch_size = 64
+  config.train.learning_rate = 2e-3
+  config.train.log_every_steps = 50
+  config.train.checkpoint_every_steps = num_steps // 8
+  config.eval.every_steps = num_steps // 4
+  config.eval.batch_size = 256
+  config.eval.max_len_a = 2.0
+  config.eval.max_len_b = 10
+  config.eval.num_attention_plots = 2
+  return config
+
+
+def make_quick(config):
+  """The tiny version of a config: a few steps of a tiny model on 64 dev sentences."""
+  config.dataset.vocab_size = min(config.dataset.vocab_size, 500) or 0
+  config.dataset.max_number = 999  # num2words_en_de: numbers up to 999
+  config.model.embed_dim = 16
+  config.model.hidden_dim = 32
+  config.model.attention_dim = 16
+  config.train.num_steps = 20
+  config.train.log_every_steps = 10
+  config.train.checkpoint_every_steps = 10
+  config.eval.every_steps = 20
+  config.eval.max_examples = 64
+  config.eval.num_attention_plots = 1
+  return config
