@@ -25,7 +25,7 @@ class Checkpoints:
   """Saves `(state, meta)` pairs; `meta` is JSON (the step, the data position)."""
 
   def __init__(self, directory: Path, keep: int, create: bool = True):
-    self.directory = Path(directory)
+    self.directory = Path(directory).resolve()  # orbax wants absolute paths
     if not create and not (self.directory / "last").is_dir():
       raise CheckpointError(f"no checkpoints in {self.directory}")
     names = ("state", "meta")

@@ -194,7 +194,8 @@ def _child_argv(argv: list[str], index: int) -> list[str]:
       skip = "=" not in arg and name in ("parallel", "index", "workdir")
       continue
     out.append(arg)
-  return [sys.executable, "-m", "seq2seq_jax.sweep", *out, f"--workdir={_WORKDIR.value}",
+  return [sys.executable, "-m", "seq2seq_jax.sweep", *out,
+          f"--workdir={Path(_WORKDIR.value).resolve()}",
           f"--index={index}", "--worker"]
 
 
@@ -222,7 +223,7 @@ class Display:
 
 
 def run_sweep(members: list[Member], argv, parallel: int, retry_failed: bool) -> int:
-  root = Path(_WORKDIR.value)
+  root = Path(_WORKDIR.value).resolve()
   for sub in ("members", "status", "logs"):
     (root / sub).mkdir(parents=True, exist_ok=True)
   queue, skipped_failed = [], []
@@ -332,7 +333,7 @@ def main(argv) -> None:
   logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s",
                       datefmt="%H:%M:%S")
   logging.getLogger("seq2seq_jax").setLevel(logging.INFO)
-  root = Path(_WORKDIR.value)
+  root = Path(_WORKDIR.value).resolve()
   config_arg = flags.FLAGS["config"].serialize().split("=", 1)[1]
   try:
     members = expand(config, config_arg, root)

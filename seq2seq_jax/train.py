@@ -268,7 +268,7 @@ def train_and_evaluate(config, workdir, config_mismatch: str = "error") -> dict:
   """
   from seq2seq_jax import checkpoints, config_utils, data, evaluate
   config_utils.validate(config)
-  workdir = Path(workdir)
+  workdir = Path(workdir).resolve()
   _prepare_workdir(config, workdir, config_mismatch)
   dataset = _load_data(config, workdir)
   model = models.Seq2Seq(src_vocab_size=len(dataset.src_vocab),

@@ -18,13 +18,13 @@ ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "tests" / "configs" / "sweep_quick.py"
 
 
-def run_sweep(workdir, *flags, arg="faulty", wait=True):
+def run_sweep(workdir, *flags, arg="faulty", wait=True, cwd=ROOT):
   cmd = [sys.executable, "-m", "seq2seq_jax.sweep", f"--config={CONFIG}:{arg}",
          f"--workdir={workdir}", *flags]
   if not wait:
-    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    return subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
-  return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+  return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=900)
 
 
 def test_product_zip_and_names():
@@ -135,10 +135,15 @@ def test_summary_mean_and_std_match_the_metrics_files(faulty):
 
 
 def test_index_runs_exactly_one_member(tmp_path):
-  proc = run_sweep(tmp_path, "--index=6", arg="")
+  """Also with a workdir relative to the working directory."""
+  proc = run_sweep("rel", "--index=6", arg="", cwd=tmp_path)
   assert proc.returncode == 0, proc.stdout + proc.stderr
+  tmp_path = tmp_path / "rel"
   assert [p.name for p in (tmp_path / "members").iterdir()] == [
       "cell=gru,attention=dot,seed=0"]
+  assert "Error" not in (tmp_path / "logs" / "cell=gru,attention=dot,seed=0.log").read_text()
+  assert len(list((tmp_path / "members" / "cell=gru,attention=dot,seed=0" / "checkpoints" /
+                   "last").iterdir())) == 3
   listing = run_sweep(tmp_path, "--list", arg="").stdout.splitlines()
   assert [ln.split("\t")[1] for ln in listing] == ["pending"] * 6 + ["done", "pending"]
   proc = run_sweep(tmp_path, "--index=8", arg="")
