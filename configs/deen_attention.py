@@ -8,14 +8,12 @@ paragraphs and gettext catalogs (about 61,000 pairs). Sentencepiece (unigram,
 8000 pieces a side) trained on the training split; length buckets.
 """
 
-import importlib.util
 from pathlib import Path
 
+from seq2seq_jax.config_utils import load_module
+
 # default.py beside this file, wherever the command runs from.
-_spec = importlib.util.spec_from_file_location("configs_default",
-                                               Path(__file__).with_name("default.py"))
-default = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(default)
+default = load_module(Path(__file__).with_name("default.py"))
 
 
 def get_config(arg=None):

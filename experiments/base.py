@@ -5,22 +5,16 @@ not a package) and defines `get_config(arg)` and `get_sweep(arg)`. The `quick`
 argument gives a tiny, few-step version of every experiment for the tests.
 """
 
-import importlib.util
 from pathlib import Path
+
+from seq2seq_jax.config_utils import load_module
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _load(path: Path, name: str):
-  spec = importlib.util.spec_from_file_location(name, path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
 def default_config():
   """configs/default.py's config: every field a run can have."""
-  return _load(ROOT / "configs" / "default.py", "configs_default").get_config()
+  return load_module(ROOT / "configs" / "default.py").get_config()
 
 
 def translation_config(dataset: str, num_steps: int, vocab_size: int = 4000):

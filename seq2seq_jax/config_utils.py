@@ -1,6 +1,18 @@
 """Checking a config before any work starts, and comparing two of them."""
 
+import importlib.util
+from pathlib import Path
+
 from seq2seq_jax import data, evaluate, models, train
+
+
+def load_module(path):
+  """A Python file loaded by path (config files, which are not in a package)."""
+  path = Path(path)
+  spec = importlib.util.spec_from_file_location(f"_config_{path.parent.name}_{path.stem}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
 
 
 def flatten(tree, prefix="") -> dict:

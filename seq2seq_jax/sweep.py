@@ -17,7 +17,6 @@ cached in `DIR/jax_cache`, shared by the members.
 """
 
 import fcntl
-import importlib.util
 import inspect
 import json
 import logging
@@ -32,6 +31,9 @@ import traceback
 from absl import flags
 import ml_collections
 from ml_collections import config_flags
+
+from seq2seq_jax.cli import fail as _fail
+from seq2seq_jax.cli import parse_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "A config file with get_sweep() "
                                           "(`configs/NAME.py[:ARG]`).", lock_config=True)
@@ -95,10 +97,9 @@ class Member:
 
 def load_sweep(config_arg: str) -> list[dict]:
   """`get_sweep([arg])` of the config file `path[:arg]`."""
+  from seq2seq_jax.config_utils import load_module
   path, _, arg = config_arg.partition(":")
-  spec = importlib.util.spec_from_file_location("sweep_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+  module = load_module(path)
   get_sweep = getattr(module, "get_sweep", None)
   if get_sweep is None:
     raise SweepError(f"{path} defines no get_sweep(); see seq2seq_jax/hyper.py")
@@ -313,23 +314,8 @@ def _print_list(members: list[Member]) -> None:
     print(f"{m.index}\t{m.state()}\t{m.name}{extra}")
 
 
-def _fail(message: str, code: int = 2) -> None:
-  print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
-  sys.exit(code)
-
-
 def main(argv) -> None:
-  try:
-    flags.FLAGS(argv)
-    config = _CONFIG.value
-  except flags.Error as e:
-    _fail(str(e).splitlines()[0])
-  except (AttributeError, KeyError) as e:
-    _fail(f"unknown config field: {e}")
-  except (OSError, ValueError, TypeError) as e:
-    _fail(e)
-  if config is None or not _WORKDIR.value:
-    _fail("--config and --workdir are required")
+  config = parse_flags(argv, _CONFIG)
   logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s",
                       datefmt="%H:%M:%S")
   logging.getLogger("seq2seq_jax").setLevel(logging.INFO)

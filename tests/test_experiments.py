@@ -1,6 +1,5 @@
 """Every reproduction's sweep expands and checks, and its quick form runs one member end to end."""
 
-import importlib.util
 from pathlib import Path
 import subprocess
 import sys
@@ -8,6 +7,7 @@ import sys
 import pytest
 
 from seq2seq_jax import sweep
+from seq2seq_jax.config_utils import load_module
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENTS = sorted(p.parent.name for p in (ROOT / "experiments").glob("*/config.py"))
@@ -18,10 +18,7 @@ EXPECTED = {"attention_by_length": 6, "attention_scores": 24, "cells": 9,
 
 def load(name):
   path = ROOT / "experiments" / name / "config.py"
-  spec = importlib.util.spec_from_file_location(f"experiment_{name}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return path, module
+  return path, load_module(path)
 
 
 def test_all_five_reproductions_are_here():

@@ -1,6 +1,5 @@
 """Beam search in the runner's evaluation, and the translate CLI on a trained quick run."""
 
-import importlib.util
 import json
 from pathlib import Path
 import subprocess
@@ -11,6 +10,7 @@ import pytest
 import sacrebleu
 
 from seq2seq_jax import data
+from seq2seq_jax.config_utils import load_module
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "configs" / "default.py"
@@ -25,10 +25,7 @@ def run(module, *flags, stdin=None, check=True):
 
 
 def quick_config():
-  spec = importlib.util.spec_from_file_location("default_config", CONFIG)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config("quick")
+  return load_module(CONFIG).get_config("quick")
 
 
 @pytest.fixture(scope="module")

@@ -11,15 +11,12 @@ over training as Bengio's linear, exponential and inverse sigmoid schedules;
 fed-back tokens are sampled from the model, as in the paper. Three seeds each.
 """
 
-import importlib.util
 from pathlib import Path
 
 from seq2seq_jax import hyper
+from seq2seq_jax.config_utils import load_module
 
-_spec = importlib.util.spec_from_file_location(
-    "experiments_base", Path(__file__).resolve().parent.parent / "base.py")
-base = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(base)
+base = load_module(Path(__file__).resolve().parent.parent / "base.py")
 
 STEPS = 2000
 

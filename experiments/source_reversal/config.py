@@ -8,15 +8,12 @@ German -> English (`debian:de-en`), a unidirectional LSTM encoder-decoder
 without attention, sources as they are or reversed, three seeds each.
 """
 
-import importlib.util
 from pathlib import Path
 
 from seq2seq_jax import hyper
+from seq2seq_jax.config_utils import load_module
 
-_spec = importlib.util.spec_from_file_location(
-    "experiments_base", Path(__file__).resolve().parent.parent / "base.py")
-base = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(base)
+base = load_module(Path(__file__).resolve().parent.parent / "base.py")
 
 
 def get_config(arg=None):

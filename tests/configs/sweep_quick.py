@@ -6,18 +6,15 @@ member 5 trains for 300 steps (long enough to be killed in the middle).
 With `badfield`, member 0 sets a field that does not exist.
 """
 
-import importlib.util
 from pathlib import Path
 
 from seq2seq_jax import hyper
+from seq2seq_jax.config_utils import load_module
 
 
 def get_config(arg=None):
-  path = Path(__file__).resolve().parents[2] / "configs" / "default.py"
-  spec = importlib.util.spec_from_file_location("default_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config("quick")
+  config = load_module(Path(__file__).resolve().parents[2] / "configs" / "default.py"
+                       ).get_config("quick")
   config.train.num_steps = 40
   config.eval.every_steps = 20
   config.train.checkpoint_every_steps = 10

@@ -1,0 +1,32 @@
+"""What the command-line entry points share: one-line errors and config flag parsing."""
+
+import sys
+
+from absl import flags
+
+
+def fail(message, code: int = 2) -> None:
+  """Exits with `error: MESSAGE` on one line."""
+  print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
+  sys.exit(code)
+
+
+def parse_flags(argv, config_flag):
+  """Parses the flags; returns the config, or exits 2 with one line naming the problem."""
+  try:
+    flags.FLAGS(argv)
+    config = config_flag.value
+  except flags.Error as e:
+    fail(str(e).splitlines()[0])
+  except (AttributeError, KeyError) as e:  # an unknown field, with ml_collections' hint
+    hint = str(e)
+    if len(hint) > 1 and hint[0] == hint[-1] and hint[0] in "'\"":  # KeyError's repr quotes
+      hint = hint[1:-1]
+    hint = hint.replace("\\n", " ").replace("\\'", "'")
+    fail(f"unknown config field in {[a for a in argv[1:] if a.startswith('--config.')]}: "
+         + hint)
+  except (OSError, ValueError, TypeError) as e:
+    fail(e)
+  if config is None or not flags.FLAGS.workdir:
+    fail("--config and --workdir are required")
+  return config
