@@ -48,6 +48,20 @@ def translation_config(dataset: str, num_steps: int, vocab_size: int = 4000):
   return config
 
 
+def number_words_config(num_steps: int, hidden_dim: int = 128):
+  """The default task (English number words -> German characters), a smaller
+  model, 500 dev and test numbers, four evaluations a run."""
+  config = default_config()
+  config.model.hidden_dim = hidden_dim
+  config.train.num_steps = num_steps
+  config.train.log_every_steps = 50
+  config.train.checkpoint_every_steps = num_steps // 4
+  config.eval.every_steps = num_steps // 4
+  config.dataset.dev_size = 500
+  config.dataset.test_size = 500
+  return config
+
+
 def make_quick(config):
   """The tiny version of a config: a few steps of a tiny model on 64 dev sentences."""
   config.dataset.vocab_size = min(config.dataset.vocab_size, 500) or 0

@@ -19,14 +19,7 @@ base = load_module(Path(__file__).resolve().parent.parent / "base.py")
 
 
 def get_config(arg=None):
-  config = base.default_config()
-  config.model.hidden_dim = 128
-  config.train.num_steps = 1000
-  config.train.log_every_steps = 50
-  config.train.checkpoint_every_steps = 250
-  config.eval.every_steps = 250
-  config.dataset.dev_size = 500
-  config.dataset.test_size = 500
+  config = base.number_words_config(1000)
   return base.make_quick(config) if arg == "quick" else config
 
 

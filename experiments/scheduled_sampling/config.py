@@ -22,15 +22,8 @@ STEPS = 2000
 
 
 def get_config(arg=None):
-  config = base.default_config()
-  config.model.hidden_dim = 128
-  config.model.predictions = "sample"
-  config.train.num_steps = STEPS
-  config.train.log_every_steps = 50
-  config.train.checkpoint_every_steps = 250
-  config.eval.every_steps = 500
-  config.dataset.dev_size = 500
-  config.dataset.test_size = 500
+  config = base.number_words_config(STEPS)
+  config.model.predictions = "sample"  # Bengio feeds back samples from the model
   return base.make_quick(config) if arg == "quick" else config
 
 
