@@ -66,6 +66,8 @@ def make_quick(config):
   """The tiny version of a config: a few steps of a tiny model on 64 dev sentences."""
   config.dataset.vocab_size = min(config.dataset.vocab_size, 500) or 0
   config.dataset.max_number = 999  # num2words_en_de: numbers up to 999
+  config.dataset.dev_size = 100
+  config.dataset.test_size = 100
   config.model.embed_dim = 16
   config.model.hidden_dim = 32
   config.model.attention_dim = 16
