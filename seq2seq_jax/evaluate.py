@@ -87,13 +87,13 @@ def evaluate(model, params, dataset, split: str, cfg_eval) -> dict:
   refs = [t for _, t in texts]
   char_level = dataset.tgt_vocab.kind == "char"
   options = decode_options(cfg_eval)
-  beam_size = cfg_eval.get("beam_size", 1)
+  beam_size = cfg_eval.get("beam_size", EVAL_DEFAULTS["beam_size"])
   out = decoding.decode_corpus(model, params, src, cfg_eval.batch_size, beam_size, **options)
   ids = out.tokens[:, 0]
   hyps = [dataset.tgt_vocab.decode(row) for row in ids]
   text_metrics, bleu, chrf = _text_metrics(hyps, refs, char_level)
   metrics = {"loss": loss, "ppl": math.exp(min(loss, 50.0)), **text_metrics}
-  if beam_size > 1 and cfg_eval.get("report_greedy", False):
+  if beam_size > 1 and cfg_eval.get("report_greedy", EVAL_DEFAULTS["report_greedy"]):
     greedy = decoding.decode_corpus(model, params, src, cfg_eval.batch_size, 1, **options)
     greedy_hyps = [dataset.tgt_vocab.decode(row) for row in greedy.tokens[:, 0]]
     greedy_metrics, _, _ = _text_metrics(greedy_hyps, refs, char_level)
