@@ -70,12 +70,17 @@ def validate(config) -> None:
 
 
 def check_eval_decoding(cfg_eval) -> None:
-  """The decoding fields of an `eval` section (also the translate flags)."""
-  from seq2seq_jax import decoding
+  """The decoding fields of an `eval` section."""
   try:
     options = evaluate.decode_options(cfg_eval)
   except (TypeError, ValueError) as e:
     raise ValueError(f"eval.max_len_a / eval.length_penalty must be numbers: {e}") from None
+  check_decode_options(options)
+
+
+def check_decode_options(options: dict) -> None:
+  """`evaluate.decode_options`' keyword arguments (also built from the translate flags)."""
+  from seq2seq_jax import decoding
   try:
     decoding.check_length_penalty(options["length_penalty_alpha"], options["penalty_type"])
   except ValueError as e:

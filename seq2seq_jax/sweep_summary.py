@@ -122,6 +122,14 @@ def _mean_curve(curves):
   return steps, [np.mean([dict(c)[s] for c in curves]) for s in steps]
 
 
+def _save(fig, path: Path) -> Path:
+  import matplotlib.pyplot as plt
+  fig.tight_layout()
+  fig.savefig(path, dpi=90)
+  plt.close(fig)
+  return path
+
+
 def _plots(directory: Path, groups: dict) -> list[Path]:
   if not groups:
     return []
@@ -137,10 +145,7 @@ def _plots(directory: Path, groups: dict) -> list[Path]:
   ax1.set(xlabel="step", ylabel="train loss", yscale="log", title="training loss (mean of seeds)")
   ax2.set(xlabel="step", ylabel="dev BLEU", title="dev BLEU (mean of seeds)")
   ax2.legend(fontsize=7)
-  fig.tight_layout()
-  paths.append(directory / "learning_curves.png")
-  fig.savefig(paths[-1], dpi=90)
-  plt.close(fig)
+  paths.append(_save(fig, directory / "learning_curves.png"))
   fig, ax = plt.subplots(figsize=(7, 4))
   for g, rs in groups.items():
     buckets = [b["bucket"] for b in rs[0]["bleu_by_length"]]
@@ -149,10 +154,7 @@ def _plots(directory: Path, groups: dict) -> list[Path]:
     ax.plot(buckets, means, marker="o", label=g)
   ax.set(xlabel="source length (tokens)", ylabel="dev BLEU", title="BLEU by source length")
   ax.legend(fontsize=7)
-  fig.tight_layout()
-  paths.append(directory / "bleu_by_length.png")
-  fig.savefig(paths[-1], dpi=90)
-  plt.close(fig)
+  paths.append(_save(fig, directory / "bleu_by_length.png"))
   fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(groups) + 2), 4))
   names = list(groups)
   for offset, (key, label) in enumerate((("dev_bleu", "dev"), ("test_bleu", "test"))):
@@ -162,8 +164,5 @@ def _plots(directory: Path, groups: dict) -> list[Path]:
   ax.set_xticks(np.arange(len(names)) + 0.2, names, rotation=30, ha="right", fontsize=7)
   ax.set(ylabel="BLEU", title="final BLEU (mean ± std over seeds)")
   ax.legend()
-  fig.tight_layout()
-  paths.append(directory / "final_bleu.png")
-  fig.savefig(paths[-1], dpi=90)
-  plt.close(fig)
+  paths.append(_save(fig, directory / "final_bleu.png"))
   return paths

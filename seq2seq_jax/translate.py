@@ -194,11 +194,7 @@ def _run() -> list[str]:
     options["max_len_a"] = _MAX_LEN_A.value
   if _MAX_LEN_B.value is not None:
     options["max_len_b"] = _MAX_LEN_B.value
-  check = ml_collections.ConfigDict({"length_penalty": options["length_penalty_alpha"],
-                                     "length_penalty_type": options["penalty_type"],
-                                     "max_len_a": options["max_len_a"],
-                                     "max_len_b": options["max_len_b"]})
-  config_utils.check_eval_decoding(check)
+  config_utils.check_decode_options(options)
   if _BEAM.value < 1:
     raise TranslateError(f"--beam_size must be >= 1, got {_BEAM.value}")
   results = translate(model, params, src_vocab, tgt_vocab, lines, beam_size=_BEAM.value,
