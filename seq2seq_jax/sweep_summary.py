@@ -91,13 +91,14 @@ def summarize(root: Path, members) -> dict:
            f"{sum(s == 'done' for _, s, _ in rows)} done, {len(failed)} failed or interrupted, "
            f"{sum(s in ('pending', 'running') for _, s, _ in rows)} pending or running.", "",
            "## Groups (mean ± std over seeds, n)", "",
-           "| group | n | dev BLEU | test BLEU | dev chrF | dev exact match |",
-           "|---|---|---|---|---|---|"]
+           "| group | n | dev BLEU | test BLEU | dev chrF | dev exact match | dev loss |",
+           "|---|---|---|---|---|---|---|"]
   for g, st in stats.items():
     cells = [f"{_fmt(st[k][0])} ± {_fmt(st[k][1])}" for k in
              ("dev_bleu", "test_bleu", "dev_chrf")]
-    cells.append(f"{_fmt(st['dev_exact_match'][0], 3)} ± {_fmt(st['dev_exact_match'][1], 3)}")
+    cells += [f"{_fmt(st[k][0], 3)} ± {_fmt(st[k][1], 3)}" for k in ("dev_exact_match", "dev_loss")]
     lines.append(f"| {g} | {st['dev_bleu'][2]} | " + " | ".join(cells) + " |")
+  lines += _length_table(groups)
   lines += ["", "## Members", "",
             "| # | member | state | steps | dev BLEU | test BLEU | dev chrF |",
             "|---|---|---|---|---|---|---|"]
@@ -114,6 +115,28 @@ def summarize(root: Path, members) -> dict:
   (root / "summary.md").write_text("\n".join(lines))
   return {"markdown": root / "summary.md", "members_csv": members_csv,
           "groups_csv": groups_csv, "plots": plots}
+
+
+def _length_table(groups: dict) -> list[str]:
+  """Final dev BLEU per source-length bucket, mean ± std over seeds (sentences per bucket)."""
+  buckets = {}
+  for rs in groups.values():
+    for r in rs:
+      for b in r["bleu_by_length"]:
+        buckets.setdefault(b["bucket"], b["n"])
+  if not buckets:
+    return []
+  lines = ["", "## Dev BLEU by source length (mean ± std over seeds)", "",
+           "| group | " + " | ".join(f"{b} ({n})" for b, n in buckets.items()) + " |",
+           "|---|" + "---|" * len(buckets)]
+  for g, rs in groups.items():
+    cells = []
+    for b in buckets:
+      mean, std, n = mean_std([x["bleu"] for r in rs for x in r["bleu_by_length"]
+                               if x["bucket"] == b])
+      cells.append(f"{_fmt(mean)} ± {_fmt(std)}" if n else "-")
+    lines.append(f"| {g} | " + " | ".join(cells) + " |")
+  return lines
 
 
 def _mean_curve(curves):

@@ -116,11 +116,13 @@ def test_rerun_skips_finished_resumes_killed_and_retries_only_when_asked(faulty)
 
 def test_summary_mean_and_std_match_the_metrics_files(faulty):
   root, _, _, names = faulty
-  finals = []
+  finals, first_bucket = [], []
   for n in names[6:8]:  # cell=gru, attention=dot, seeds 0 and 1
     dev = [json.loads(ln) for ln in (root / "members" / n / "metrics.jsonl").read_text()
            .splitlines() if json.loads(ln)["split"] == "dev"]
-    finals.append(max(dev, key=lambda r: r["step"])["bleu"])
+    final = max(dev, key=lambda r: r["step"])
+    finals.append(final["bleu"])
+    first_bucket.append(final["bleu_by_length"][0]["bleu"])
   mean = (finals[0] + finals[1]) / 2
   std = (((finals[0] - mean) ** 2 + (finals[1] - mean) ** 2) / (2 - 1)) ** 0.5
   rows = {r["group"]: r for r in csv.DictReader(open(root / "groups.csv"))}
@@ -128,7 +130,13 @@ def test_summary_mean_and_std_match_the_metrics_files(faulty):
   assert int(row["n"]) == 2
   assert float(row["dev_bleu_mean"]) == pytest.approx(mean, abs=1e-9)
   assert float(row["dev_bleu_std"]) == pytest.approx(std, abs=1e-9)
-  assert f"{mean:.2f} ± {std:.2f}" in (root / "summary.md").read_text()
+  summary = (root / "summary.md").read_text()
+  assert f"{mean:.2f} ± {std:.2f}" in summary
+  length_row = next(ln for ln in summary.split("## Dev BLEU by source length")[1].splitlines()
+                    if ln.startswith("| cell=gru,attention=dot |"))
+  b_mean = sum(first_bucket) / 2
+  b_std = abs(first_bucket[0] - first_bucket[1]) / 2 ** 0.5
+  assert length_row.split(" | ")[1] == f"{b_mean:.2f} ± {b_std:.2f}"
   for plot in ("learning_curves", "bleu_by_length", "final_bleu"):
     assert (root / "plots" / f"{plot}.png").stat().st_size > 1000
   assert sweep_summary.mean_std([1.0])[2] == 1

@@ -4,8 +4,12 @@
         --workdir=workdirs/attention_by_length
 
 English -> Spanish Bible verses (`debian:en-es`), the same bidirectional LSTM
-encoder-decoder without attention (RNNencdec) and with additive attention
-(RNNsearch), three seeds each; BLEU by source length in the summary.
+encoder-decoder without attention (RNNencdec) and with attention, three seeds
+each; BLEU by source length in the summary. Dot attention rather than
+Bahdanau's additive score: with this bidirectional encoder, learned scores
+(additive, general) collapsed onto the sentence-final token on real text in
+500-step probes, dot attention did not (see the report). Hidden size 128,
+training pairs of up to 60 pieces, 2000 steps: six members within 90 minutes.
 """
 
 from pathlib import Path
@@ -17,10 +21,10 @@ base = load_module(Path(__file__).resolve().parent.parent / "base.py")
 
 
 def get_config(arg=None):
-  config = base.translation_config("debian:en-es", num_steps=4000)
+  config = base.translation_config("debian:en-es", num_steps=2000, hidden_dim=128, max_len=60)
   return base.make_quick(config) if arg == "quick" else config
 
 
 def get_sweep(arg=None):
-  return hyper.product([hyper.sweep("model.attention", ["none", "additive"]),
+  return hyper.product([hyper.sweep("model.attention", ["none", "dot"]),
                         hyper.sweep("seed", [0, 1, 2])])

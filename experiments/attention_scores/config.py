@@ -6,7 +6,10 @@ with and without input feeding.
 
 English number words -> German number words (`num2words_en_de`: German puts
 the units before the tens, so the decoder must attend out of order), a small
-bidirectional LSTM, each score with and without input feeding, three seeds.
+bidirectional LSTM (embedding 32, hidden 64), each score with and without input
+feeding, three seeds. 500 steps: in a probe, general + input feeding was at
+72% exact match after 300 steps and 99% after 600, so the comparison is made
+while the models still differ (and the learning curves show the speed).
 """
 
 from pathlib import Path
@@ -19,7 +22,9 @@ base = load_module(Path(__file__).resolve().parent.parent / "base.py")
 
 
 def get_config(arg=None):
-  config = base.number_words_config(1000)
+  config = base.number_words_config(500, hidden_dim=64)
+  config.model.embed_dim = 32
+  config.train.log_every_steps = 25
   return base.make_quick(config) if arg == "quick" else config
 
 

@@ -3,12 +3,16 @@
     python -m seq2seq_jax.sweep --config=experiments/scheduled_sampling/config.py \
         --workdir=workdirs/scheduled_sampling
 
-English number words -> German number words (`num2words_en_de`, character
-targets of up to 53 characters, so a decoder that has only seen gold prefixes
-meets its own mistakes at test time). The probability of feeding the gold
-token: 1 (teacher forcing), 0 (always the model's own sample), or decaying
-over training as Bengio's linear, exponential and inverse sigmoid schedules;
-fed-back tokens are sampled from the model, as in the paper. Three seeds each.
+English number words -> German number words (`num2words_en_de`, numbers below
+10,000, character targets), an encoder-decoder without attention (hidden size
+128), as Bengio's image-captioning model had none: the decoder must carry
+the whole number in its state, and a decoder that has only seen gold
+prefixes meets its own mistakes at test time. The probability of feeding the
+gold token: 1 (teacher forcing), 0 (always the model's own sample), or
+decaying over training as Bengio's linear, exponential and inverse sigmoid
+schedules; fed-back tokens are sampled from the model, as in the paper.
+1000 steps (teacher forcing alone reaches about 75% exact match at 600 in a
+probe), three seeds each.
 """
 
 from pathlib import Path
@@ -18,12 +22,14 @@ from seq2seq_jax.config_utils import load_module
 
 base = load_module(Path(__file__).resolve().parent.parent / "base.py")
 
-STEPS = 2000
+STEPS = 1000
 
 
 def get_config(arg=None):
   config = base.number_words_config(STEPS)
   config.model.predictions = "sample"  # Bengio feeds back samples from the model
+  config.model.attention = "none"
+  config.dataset.max_number = 9999
   return base.make_quick(config) if arg == "quick" else config
 
 
@@ -34,9 +40,9 @@ def get_sweep(arg=None):
       {tf + "schedule": "constant", tf + "ratio": 0.0},
       # linear: from 1 down to 0.25 at the end of training
       {tf + "schedule": "linear", tf + "k": 1.0, tf + "c": 0.75 / STEPS, tf + "eps_min": 0.25},
-      # exponential: k**i reaches 0.25 at the end (0.9993**2000 = 0.246)
-      {tf + "schedule": "exponential", tf + "k": 0.9993},
-      # inverse sigmoid: k / (k + exp(i/k)) passes 0.5 at i = k ln k = 633, 0.15 at 1000
-      {tf + "schedule": "inverse_sigmoid", tf + "k": 130.0},
+      # exponential: k**i reaches 0.25 at the end (0.9986**1000 = 0.246)
+      {tf + "schedule": "exponential", tf + "k": 0.9986},
+      # inverse sigmoid: k / (k + exp(i/k)) passes 0.5 at i = k ln k = 324, 0.09 at 500
+      {tf + "schedule": "inverse_sigmoid", tf + "k": 75.0},
   ]
   return hyper.product([schedules, hyper.sweep("seed", [0, 1, 2])])
