@@ -332,6 +332,7 @@ def main(argv) -> None:
   if _WORKER.value:
     sys.exit(run_worker(members[index], root / "jax_cache"))
   if _LIST.value:
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `--list | head` ends quietly
     _print_list(members)
     return
   from seq2seq_jax import sweep_summary
