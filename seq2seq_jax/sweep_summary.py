@@ -86,7 +86,8 @@ def summarize(root: Path, members) -> dict:
     w.writerow(["group", "n"] + [f"{k}_{s}" for k in METRICS for s in ("mean", "std")])
     for g, st in stats.items():
       w.writerow([g, st["dev_bleu"][2]] + [x for k in METRICS for x in st[k][:2]])
-  plots = _plots(root / "plots", groups)
+  by_length = _length_stats(groups)
+  plots = _plots(root / "plots", groups, by_length[1])
   lines = ["# Sweep summary", "", f"{len(members)} members: "
            f"{sum(s == 'done' for _, s, _ in rows)} done, {len(failed)} failed or interrupted, "
            f"{sum(s in ('pending', 'running') for _, s, _ in rows)} pending or running.", "",
@@ -98,7 +99,7 @@ def summarize(root: Path, members) -> dict:
              ("dev_bleu", "test_bleu", "dev_chrf")]
     cells += [f"{_fmt(st[k][0], 3)} ± {_fmt(st[k][1], 3)}" for k in ("dev_exact_match", "dev_loss")]
     lines.append(f"| {g} | {st['dev_bleu'][2]} | " + " | ".join(cells) + " |")
-  lines += _length_table(groups)
+  lines += _length_table(*by_length)
   lines += ["", "## Members", "",
             "| # | member | state | steps | dev BLEU | test BLEU | dev chrF |",
             "|---|---|---|---|---|---|---|"]
@@ -117,24 +118,29 @@ def summarize(root: Path, members) -> dict:
           "groups_csv": groups_csv, "plots": plots}
 
 
-def _length_table(groups: dict) -> list[str]:
-  """Final dev BLEU per source-length bucket, mean ± std over seeds (sentences per bucket)."""
+def _length_stats(groups: dict) -> tuple[dict, dict]:
+  """Final dev BLEU per source-length bucket: {bucket: sentences} in the members' order, and
+  {group: {bucket: (mean, std, n)}} over the seeds that have the bucket."""
   buckets = {}
   for rs in groups.values():
     for r in rs:
       for b in r["bleu_by_length"]:
         buckets.setdefault(b["bucket"], b["n"])
+  stats = {g: {b: mean_std([x["bleu"] for r in rs for x in r["bleu_by_length"]
+                             if x["bucket"] == b]) for b in buckets}
+           for g, rs in groups.items()}
+  return buckets, stats
+
+
+def _length_table(buckets: dict, stats: dict) -> list[str]:
+  """`_length_stats` as markdown: mean ± std over seeds, sentences per bucket in the header."""
   if not buckets:
     return []
   lines = ["", "## Dev BLEU by source length (mean ± std over seeds)", "",
            "| group | " + " | ".join(f"{b} ({n})" for b, n in buckets.items()) + " |",
            "|---|" + "---|" * len(buckets)]
-  for g, rs in groups.items():
-    cells = []
-    for b in buckets:
-      mean, std, n = mean_std([x["bleu"] for r in rs for x in r["bleu_by_length"]
-                               if x["bucket"] == b])
-      cells.append(f"{_fmt(mean)} ± {_fmt(std)}" if n else "-")
+  for g, st in stats.items():
+    cells = [f"{_fmt(st[b][0])} ± {_fmt(st[b][1])}" if st[b][2] else "-" for b in buckets]
     lines.append(f"| {g} | " + " | ".join(cells) + " |")
   return lines
 
@@ -153,7 +159,7 @@ def _save(fig, path: Path) -> Path:
   return path
 
 
-def _plots(directory: Path, groups: dict) -> list[Path]:
+def _plots(directory: Path, groups: dict, length_stats: dict) -> list[Path]:
   if not groups:
     return []
   import matplotlib
@@ -170,11 +176,9 @@ def _plots(directory: Path, groups: dict) -> list[Path]:
   ax2.legend(fontsize=7)
   paths.append(_save(fig, directory / "learning_curves.png"))
   fig, ax = plt.subplots(figsize=(7, 4))
-  for g, rs in groups.items():
-    buckets = [b["bucket"] for b in rs[0]["bleu_by_length"]]
-    means = [np.mean([r["bleu_by_length"][i]["bleu"] for r in rs
-                      if len(r["bleu_by_length"]) > i]) for i in range(len(buckets))]
-    ax.plot(buckets, means, marker="o", label=g)
+  for g, st in length_stats.items():
+    present = [b for b, (_, _, n) in st.items() if n]
+    ax.plot(present, [st[b][0] for b in present], marker="o", label=g)
   ax.set(xlabel="source length (tokens)", ylabel="dev BLEU", title="BLEU by source length")
   ax.legend(fontsize=7)
   paths.append(_save(fig, directory / "bleu_by_length.png"))
