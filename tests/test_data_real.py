@@ -1,8 +1,10 @@
 """Loaders of real corpora: TSV with bad lines, the hash split, Debian extractors on fixtures."""
 
+import concurrent.futures
 import gzip
 import logging
 import struct
+import time
 import zlib
 
 import numpy as np
@@ -99,6 +101,24 @@ def _write_sword(directory, verses):
     index += struct.pack("<IIH", 0, offset, len(v.encode()))
     offset += len(v.encode())
   (directory / "nt.bzv").write_bytes(index)
+
+
+def test_concurrent_prepares_build_the_corpus_once(tmp_path, monkeypatch):
+  """Sweep members that start together: one builds the corpus, the others wait for it."""
+  fetches = []
+
+  def slow_fetch(packages, root):
+    fetches.append(packages)
+    time.sleep(0.5)  # the others arrive while this one is still building
+    return root / "tree"
+
+  monkeypatch.setattr(debian, "fetch_packages", slow_fetch)
+  monkeypatch.setattr(debian, "bible_pairs", lambda tree: [("In the beginning.", "En el.")])
+  with concurrent.futures.ThreadPoolExecutor(4) as pool:
+    paths = list(pool.map(lambda _: debian.prepare("en-es", tmp_path), range(4)))
+  assert len(fetches) == 1
+  assert paths == [tmp_path / "debian" / "en-es.tsv"] * 4
+  assert paths[0].read_text() == "In the beginning.\tEn el.\tbible\n"
 
 
 def test_sword_verses_align_and_lose_their_markup(tmp_path):

@@ -3,6 +3,7 @@
 import dataclasses
 import hashlib
 import logging
+import os
 
 import numpy as np
 
@@ -105,7 +106,11 @@ def build_vocab(texts: list[str], kind: str, cfg):
     return load_vocab(path)
   vocab = SentencePieceVocab.train(texts, size, model_type)
   path.parent.mkdir(parents=True, exist_ok=True)
-  vocab.save(path)
+  # Sweep members may train the same model at once: each writes its own file and
+  # renames it, so none ever reads a half-written one.
+  tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+  vocab.save(tmp)
+  os.replace(tmp, path)
   return vocab
 
 

@@ -13,6 +13,7 @@ instant.
   (`sword-text-web`, `sword-text-sparv`), verses aligned by reference.
 """
 
+import fcntl
 import html.parser
 import logging
 import os
@@ -247,6 +248,16 @@ def prepare(pair: str, root: Path | None = None) -> Path:
   out = root / f"{pair}.tsv"
   if out.exists():
     return out
+  root.mkdir(parents=True, exist_ok=True)
+  # Sweep members start together: one prepares, the others wait and then read its file.
+  with (root / f"{pair}.lock").open("w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if not out.exists():
+      _build(pair, root, out)
+  return out
+
+
+def _build(pair: str, root: Path, out: Path) -> None:
   tree = fetch_packages(CORPORA[pair], root)
   if pair == "de-en":
     ding = tree / "usr" / "share" / "trans" / "de-en"
@@ -258,4 +269,3 @@ def prepare(pair: str, root: Path | None = None) -> Path:
     triples = [(en, es, "bible") for en, es in bible_pairs(tree)]
   count = _write_tsv(out, triples)
   log.info("prepared debian:%s: %d unique pairs in %s", pair, count, out)
-  return out
