@@ -78,8 +78,10 @@ class TorchDecoder(torch.nn.Module):
     self.out_w, self.out_b = t(dec["out_w"]), t(dec["out_b"])
 
   def start(self, src, k=1):
-    memory, (h, c) = self.encoder(self.src_embed(src))
-    memory, h, c = (x.repeat_interleave(k, 0) for x in (memory, h[0], c[0]))
+    memory, (h, _) = self.encoder(self.src_embed(src))
+    # decoder_init="last": the encoder's final h starts both h and the cell state c.
+    memory, h = (x.repeat_interleave(k, 0) for x in (memory, h[0]))
+    c = h
     keys = memory @ self.w_a if self.attention == "general" else None
     mask = (src != PAD_ID).repeat_interleave(k, 0)
     return memory, keys, mask, (h, c, torch.zeros(len(h), H))

@@ -104,7 +104,8 @@ class TorchSeq2Seq(torch.nn.Module):
     return torch.tanh(self.w_c(torch.cat([context, h], -1)))
 
   def forward(self, src, tgt_in, tgt):
-    memory, (h, c) = self.encoder(self.src_embed(src))
+    memory, (h, _) = self.encoder(self.src_embed(src))
+    c = h  # decoder_init="last": the encoder's final h starts the cell state too
     emb = self.tgt_embed(tgt_in)
     if self.tf_prob < 1.0:  # scheduled sampling: a coin per token
       h, c = h[0], c[0]

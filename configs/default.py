@@ -60,6 +60,9 @@ def get_config(arg=None):
       learning_rate=3e-3,
       clip_norm=5.0,
       label_smoothing=0.0,
+      # sentences: summed token loss / sentences (the RNN recipe: with clip_norm 5 the
+      # clipping is active, as in tensorflow/nmt, OpenNMT-py, JoeyNMT) | tokens: per token
+      loss_normalization="sentences",
       log_every_steps=100,
       checkpoint_every_steps=500,
       keep_checkpoints=3,  # the last N, plus the best by dev BLEU

@@ -53,6 +53,7 @@ def validate(config) -> None:
   train.teacher_forcing_from_config(config.train.teacher_forcing)  # checks the schedule
   train.make_optimizer(config.train.learning_rate, config.train.clip_norm,
                        config.train.optimizer)
+  train.check_loss_normalization(config.train.loss_normalization)
   if not 0.0 <= config.train.label_smoothing < 1.0:
     raise ValueError(f"train.label_smoothing must be in [0, 1), got "
                      f"{config.train.label_smoothing!r}")

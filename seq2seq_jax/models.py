@@ -22,7 +22,7 @@ from seq2seq_jax import attention as attn
 from seq2seq_jax import cells, ops
 from seq2seq_jax.tokens import PAD_ID, SOS_ID
 
-DECODER_INITS = ("last", "learned", "zero")
+DECODER_INITS = ("last", "last_state", "learned", "zero")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16,
           "float64": jnp.float64}  # float64 needs jax_enable_x64; for gradient checks
 PREDICTIONS = ("argmax", "sample")
@@ -307,14 +307,29 @@ class Decoder(nn.Module):
     return p
 
   def initial_carries(self, enc: EncoderOutput) -> tuple:
+    """The decoder's initial carry of every layer, from the encoder's final states.
+
+    `last` starts each decoder layer from the encoder layer's final hidden state
+    `h`; an LSTM's cell state starts from that `h` as well (as JoeyNMT does), not
+    from the encoder's cell state. The encoder's cell state is unbounded: handed
+    to the decoder, it grew to |c| ~ 4 (max 94) on `debian:de-en`, saturated the
+    decoder's gates so that every decoder state, and so every attention query,
+    was nearly the same, and learned attention collapsed onto one source token
+    (`experiments/parity/README.md`). `last_state` hands over the whole final
+    state, cell state included (tensorflow/nmt, OpenNMT-py; `last` before the
+    parity fix).
+    """
     cell = cells.get_cell(self.cell)
     batch = enc.memory.shape[0]
     if self.decoder_init == "zero":
       dtype = state_dtype(enc.memory.dtype)
       return tuple(cell.initial_carry(batch, self.hidden_dim, dtype)
                    for _ in range(self.num_layers))
-    if self.decoder_init == "last":
+    if self.decoder_init == "last_state":
       return tuple(enc.final)
+    if self.decoder_init == "last":
+      return tuple(final._replace(c=final.h) if "c" in final._fields else final
+                   for final in enc.final)
     return tuple(
         type(final)(*(jnp.tanh(ops.matmul(getattr(final, f), self.bridge[f][layer]))
                       for f in final._fields))

@@ -46,13 +46,27 @@ def init_state(model, tx, rng: jax.Array, batch: dict) -> TrainState:
                     opt_state=tx.init(params))
 
 
-def loss_and_metrics(params, model, batch: dict, tf_prob, rng: jax.Array,
-                     train: bool, label_smoothing: float = 0.0):
-  """Mean token loss and the metrics of one batch.
+LOSS_NORMALIZATIONS = ("sentences", "tokens")
 
-  Plain teacher forcing (`tf_prob=None`) leaves the output projection to
-  `losses.projected_cross_entropy`, which fuses it with the loss.
+
+def check_loss_normalization(normalization: str) -> None:
+  if normalization not in LOSS_NORMALIZATIONS:
+    raise ValueError(f"train.loss_normalization={normalization!r} is not valid; valid "
+                     f"choices: {', '.join(LOSS_NORMALIZATIONS)}")
+
+
+def loss_and_metrics(params, model, batch: dict, tf_prob, rng: jax.Array,
+                     train: bool, label_smoothing: float = 0.0,
+                     normalization: str = "sentences"):
+  """The training objective of one batch, and its metrics.
+
+  The objective is the summed token loss divided by the number of sentences
+  (`normalization="sentences"`, the RNN recipe of tensorflow/nmt, OpenNMT-py and
+  JoeyNMT) or of target tokens (`"tokens"`). The metrics' `loss` is always the
+  mean token loss. Plain teacher forcing (`tf_prob=None`) leaves the output
+  projection to `losses.projected_cross_entropy`, which fuses it with the loss.
   """
+  check_loss_normalization(normalization)
   k_dropout, k_tf = jax.random.split(rng)
   fused = tf_prob is None
   out = model.apply({"params": params}, batch["src"], batch["tgt"], tf_prob=tf_prob,
@@ -71,15 +85,19 @@ def loss_and_metrics(params, model, batch: dict, tf_prob, rng: jax.Array,
   else:
     ce = losses.masked_cross_entropy(out["logits"], tgt, label_smoothing)
   num = jnp.maximum(ce["num_tokens"], 1.0)
-  loss = ce["loss_sum"] / num
-  metrics = {"loss": loss, "token_accuracy": ce["num_correct"] / num,
+  metrics = {"loss": ce["loss_sum"] / num, "token_accuracy": ce["num_correct"] / num,
              "num_tokens": ce["num_tokens"], "tf_ratio": out["gold_fraction"]}
-  return loss, metrics
+  if normalization == "tokens":
+    return metrics["loss"], metrics
+  # Bucket filler rows (all padding) are not sentences.
+  sentences = jnp.sum(jnp.any(tgt != PAD_ID, axis=1).astype(jnp.float32))
+  return ce["loss_sum"] / jnp.maximum(sentences, 1.0), metrics
 
 
 def make_train_step(model, tx: optax.GradientTransformation,
                     teacher_forcing: Callable | None = None,
-                    label_smoothing: float = 0.0, jit: bool = True):
+                    label_smoothing: float = 0.0, jit: bool = True,
+                    loss_normalization: str = "sentences"):
   """Builds `train_step(state, batch, rng) -> (state, metrics)`.
 
   Args:
@@ -89,13 +107,14 @@ def make_train_step(model, tx: optax.GradientTransformation,
       plain teacher forcing, which needs no per-step sampling at all.
     label_smoothing: for the cross-entropy.
     jit: compile it, donating the state.
+    loss_normalization: "sentences" or "tokens", see `loss_and_metrics`.
   """
   def train_step(state: TrainState, batch: dict, rng: jax.Array):
     rng = jax.random.fold_in(rng, state.step)
     tf_prob = None if teacher_forcing is None else teacher_forcing(state.step)
     grad_fn = jax.value_and_grad(loss_and_metrics, has_aux=True)
     (_, metrics), grads = grad_fn(state.params, model, batch, tf_prob, rng, True,
-                                  label_smoothing)
+                                  label_smoothing, loss_normalization)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics["grad_norm"] = optax.tree.norm(grads)
@@ -291,7 +310,8 @@ def train_and_evaluate(config, workdir, config_mismatch: str = "error") -> dict:
     log.info("resumed from %s at step %d", workdir / "checkpoints", start)
   writer = MetricWriter(workdir, start)
   step_fn = make_train_step(model, tx, teacher_forcing_from_config(tc.teacher_forcing),
-                            tc.label_smoothing)
+                            tc.label_smoothing,
+                            loss_normalization=tc.loss_normalization)
   rng = jax.random.PRNGKey(config.seed)
   progress = Progress(tc.num_steps, start)
   t_start, interval, t_interval = time.time(), [], time.time()

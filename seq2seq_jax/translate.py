@@ -72,6 +72,12 @@ def load_model(workdir, checkpoint: str = "best"):
       raise TranslateError(f"{workdir / name} does not exist: --workdir must be a training "
                            "workdir (python -m seq2seq_jax.main ... --workdir=DIR)")
   config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
+  if "loss_normalization" not in config.train and config.model.get("decoder_init") == "last":
+    # Trained before the parity fix, whose "last" handed the decoder the encoder's
+    # whole final state (cell state included): that is "last_state" now.
+    config.model.decoder_init = "last_state"
+    log.info("%s was trained before the parity fix: decoder_init 'last' read as "
+             "'last_state'", workdir)
   src_vocab, tgt_vocab = load_vocab(workdir / "vocab_src.json"), load_vocab(workdir /
                                                                             "vocab_tgt.json")
   model = models.Seq2Seq(src_vocab_size=len(src_vocab), tgt_vocab_size=len(tgt_vocab),

@@ -155,6 +155,8 @@ def test_corrupt_checkpoint_falls_back_to_the_one_before(uninterrupted, tmp_path
     ("--config.train.teacher_forcing.schedule=sigmoid", r"valid schedules: constant, linear"),
     ("--config.dataset.name=wmt", r"dataset.name='wmt' is not valid; valid datasets: num2words"),
     ("--config.train.batch_size=0", r"train.batch_size must be a positive int, got 0"),
+    ("--config.train.loss_normalization=batch",
+     r"train.loss_normalization='batch' is not valid; valid choices: sentences, tokens"),
 ])
 def test_config_errors_are_one_line_before_training(tmp_path, flag, message):
 
