@@ -20,6 +20,10 @@ def get_config(arg=None):
   config = base.translation_config("debian:de-en", num_steps=4000)
   config.model.attention = "none"
   config.model.bidirectional = False
+  # Sutskever's decoder starts from the encoder's whole final state, cell state
+  # included: without attention that state is all it gets of the source
+  # (experiments/attention_by_length/README.md measures what `last` costs there).
+  config.model.decoder_init = "last_state"
   return base.make_quick(config) if arg == "quick" else config
 
 
