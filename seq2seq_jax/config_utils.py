@@ -1,9 +1,13 @@
-"""Checking a config before any work starts, and comparing two of them."""
+"""Checking a config before any work starts, comparing two of them, and reading a saved one."""
 
 import importlib.util
+import json
+import logging
 from pathlib import Path
 
 from seq2seq_jax import data, evaluate, models, train
+
+log = logging.getLogger(__name__)
 
 
 def load_module(path):
@@ -13,6 +17,22 @@ def load_module(path):
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module
+
+
+def read_saved(path) -> dict:
+  """A workdir's `config.json`, in today's field meanings.
+
+  A run trained before the learning-parity fix has no `train.loss_normalization`;
+  its `model.decoder_init="last"` handed the decoder the encoder's whole final
+  state, cell state included, which is `"last_state"` now.
+  """
+  config = json.loads(Path(path).read_text())
+  if ("loss_normalization" not in config.get("train", {})
+      and config.get("model", {}).get("decoder_init") == "last"):
+    config["model"]["decoder_init"] = "last_state"
+    log.info("%s is from before the parity fix: decoder_init 'last' read as 'last_state'",
+             path)
+  return config
 
 
 def flatten(tree, prefix="") -> dict:

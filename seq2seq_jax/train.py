@@ -215,7 +215,7 @@ def _prepare_workdir(config, workdir: Path, config_mismatch: str) -> None:
   resolved = json.loads(json.dumps(config.to_dict()))  # as saved: tuples become lists
   path = workdir / "config.json"
   if path.exists():
-    diffs = config_utils.differences(json.loads(path.read_text()), resolved)
+    diffs = config_utils.differences(config_utils.read_saved(path), resolved)
     if diffs and config_mismatch != "allow":
       raise ValueError(f"{workdir} holds a run with another config; differing fields: "
                        f"{'; '.join(diffs)}. Use another --workdir, or "

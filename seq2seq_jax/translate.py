@@ -11,7 +11,6 @@ line (with `--nbest N`, N lines an input, best first; with `--with_scores`,
 `--temperature T` samples instead of searching (`--nbest` samples an input).
 """
 
-import json
 import logging
 from pathlib import Path
 import sys
@@ -64,20 +63,14 @@ def load_model(workdir, checkpoint: str = "best"):
   Returns:
     `(config, model, params, src_vocab, tgt_vocab)`.
   """
-  from seq2seq_jax import checkpoints, models, train
+  from seq2seq_jax import checkpoints, config_utils, models, train
   from seq2seq_jax.data.vocab import load_vocab
   workdir = Path(workdir)
   for name in ("config.json", "vocab_src.json", "vocab_tgt.json"):
     if not (workdir / name).exists():
       raise TranslateError(f"{workdir / name} does not exist: --workdir must be a training "
                            "workdir (python -m seq2seq_jax.main ... --workdir=DIR)")
-  config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
-  if "loss_normalization" not in config.train and config.model.get("decoder_init") == "last":
-    # Trained before the parity fix, whose "last" handed the decoder the encoder's
-    # whole final state (cell state included): that is "last_state" now.
-    config.model.decoder_init = "last_state"
-    log.info("%s was trained before the parity fix: decoder_init 'last' read as "
-             "'last_state'", workdir)
+  config = ml_collections.ConfigDict(config_utils.read_saved(workdir / "config.json"))
   src_vocab, tgt_vocab = load_vocab(workdir / "vocab_src.json"), load_vocab(workdir /
                                                                             "vocab_tgt.json")
   model = models.Seq2Seq(src_vocab_size=len(src_vocab), tgt_vocab_size=len(tgt_vocab),
@@ -176,7 +169,7 @@ def score(model, params, src_vocab, tgt_vocab, pairs, batch_size=64) -> list[flo
 
 def _run() -> list[str]:
   from seq2seq_jax import config_utils, evaluate
-  _, model, params, src_vocab, tgt_vocab = load_model(_WORKDIR.value, _CHECKPOINT.value)
+  config, model, params, src_vocab, tgt_vocab = load_model(_WORKDIR.value, _CHECKPOINT.value)
   lines = read_lines(_INPUT.value)
   name = _INPUT.value or "stdin"
   if _SCORE.value:
@@ -192,9 +185,7 @@ def _run() -> list[str]:
   for number, line in enumerate(lines, 1):
     if not line.strip():
       log.warning("%s:%d: empty line; its translation is empty too", name, number)
-  eval_cfg = ml_collections.ConfigDict(json.loads(
-      (Path(_WORKDIR.value) / "config.json").read_text())).eval
-  options = evaluate.decode_options(eval_cfg)
+  options = evaluate.decode_options(config.eval)
   options.update(length_penalty_alpha=_ALPHA.value, penalty_type=_PENALTY_TYPE.value)
   if _MAX_LEN_A.value is not None:
     options["max_len_a"] = _MAX_LEN_A.value

@@ -186,6 +186,22 @@ def test_workdir_with_another_config_is_refused(uninterrupted, tmp_path):
   assert "--config_mismatch=allow" in proc.stderr
 
 
+def test_a_workdir_from_before_the_parity_fix_is_compared_in_todays_meanings(uninterrupted,
+                                                                             tmp_path):
+  """Its config.json has no train.loss_normalization and its `last` meant `last_state`:
+  resuming it with today's defaults names both changes."""
+  import json
+  import shutil
+  shutil.copytree(uninterrupted, tmp_path, dirs_exist_ok=True)
+  saved = json.loads((tmp_path / "config.json").read_text())
+  del saved["train"]["loss_normalization"]
+  (tmp_path / "config.json").write_text(json.dumps(saved))
+  proc = run_main(tmp_path, check=False)
+  assert proc.returncode == 2
+  assert "model.decoder_init: 'last_state' -> 'last'" in proc.stderr
+  assert "train.loss_normalization: '<absent>' -> 'sentences'" in proc.stderr
+
+
 def test_nan_loss_stops_with_a_clear_error(tmp_path):
   proc = run_main(tmp_path, "--config.train.optimizer=sgd", "--config.train.learning_rate=1e38",
                   "--config.train.clip_norm=0.0",
