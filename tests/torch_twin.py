@@ -145,13 +145,12 @@ class TorchTwin(nn.Module):
     for layer in range(self.layers):
       for ours, suffix in dirs:
         for name in ("w_ih", "w_hh", "b_ih", "b_hh"):
-          torch_name = f"{'weight' if name[0] == 'w' else 'bias'}_{name[2:]}_l{layer}{suffix}"
           pairs.append((("encoder", f"layer{layer}_{ours}", name),
-                        getattr(self.encoder, torch_name), name[0] == "w"))
+                        getattr(self.encoder, _torch_rnn_name(name, layer, suffix)),
+                        name[0] == "w"))
       for name in ("w_ih", "w_hh", "b_ih", "b_hh"):
-        torch_name = f"{'weight' if name[0] == 'w' else 'bias'}_{name[2:]}_l{layer}"
-        pairs.append((("decoder", f"layer{layer}", name), getattr(self.decoder, torch_name),
-                      name[0] == "w"))
+        pairs.append((("decoder", f"layer{layer}", name),
+                      getattr(self.decoder, _torch_rnn_name(name, layer)), name[0] == "w"))
     if self.attention == "general":
       pairs.append((("decoder", "attention", "w_a"), self.w_a.weight, True))
     if self.attention in ("concat", "additive"):
@@ -187,3 +186,9 @@ class TorchTwin(nn.Module):
       grad = tensor.grad.detach().numpy()
       node[path[-1]] = grad.T if transpose else grad
     return tree
+
+
+def _torch_rnn_name(name: str, layer: int, suffix: str = "") -> str:
+  """PyTorch's name of our `w_ih`/`w_hh`/`b_ih`/`b_hh` in layer `layer`
+  (`weight_ih_l0`, `bias_hh_l1_reverse`...)."""
+  return f"{'weight' if name[0] == 'w' else 'bias'}_{name[2:]}_l{layer}{suffix}"

@@ -126,12 +126,14 @@ def main():
       pieces = [vocab.sp.id_to_piece(i) for i in range(len(SPECIAL_TOKENS), len(vocab))]
       (data_dir / f"vocab.{side}").write_text("".join(p + "\n" for p in pieces),
                                                encoding="utf-8")
+  # JoeyNMT has one output-length limit: ours (a * source + b) at the longest training source.
   yaml = YAML.format(
       seed=args.seed, model_dir=out / f"seed{args.seed}", data=data_dir, lr=t.learning_rate,
       clip=t.clip_norm, batch=t.batch_size, ls=t.label_smoothing,
       normalization={"sentences": "batch", "tokens": "tokens"}[t.loss_normalization],
       steps=t.num_steps, every=config.eval.every_steps,
-      max_out=int(config.eval.max_len_a * 64 + config.eval.max_len_b), cell=m.cell,
+      max_out=int(config.eval.max_len_a * config.dataset.max_src_len +
+                  config.eval.max_len_b), cell=m.cell,
       embed=m.embed_dim, hidden=m.hidden_dim,
       enc_hidden=m.hidden_dim // 2 if m.bidirectional else m.hidden_dim,
       bidi=m.bidirectional, dropout=m.dropout, layers=m.num_layers, feeding=m.input_feeding)
