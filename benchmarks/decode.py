@@ -44,8 +44,8 @@ ALPHA = 0.6
 
 
 def make_model(attention, feeding):
-  model = models.Seq2Seq(src_vocab_size=V, tgt_vocab_size=V, cell="lstm", attention=attention,
-                         input_feeding=feeding, embed_dim=E, hidden_dim=H)
+  model = models.build(dict(cell="lstm", attention=attention, input_feeding=feeding,
+                            embed_dim=E, hidden_dim=H), V, V)
   rng = np.random.default_rng(0)
   src = rng.integers(4, V, (B, S)).astype(np.int32)
   params = model.init(jax.random.PRNGKey(0), jnp.asarray(src), jnp.asarray(src))["params"]
@@ -56,7 +56,7 @@ def make_model(attention, feeding):
 
 
 class TorchDecoder(torch.nn.Module):
-  """The same model as `models.Seq2Seq` (lstm, 1 layer, unidirectional encoder)."""
+  """The same model as seq2seq_jax's `rnn` family (lstm, 1 layer, unidirectional encoder)."""
 
   def __init__(self, params, attention, feeding):
     super().__init__()
@@ -201,10 +201,10 @@ def main():
     def ours(search, outputs=outputs, model=model, params=params, src=src, kw=kw):
       def run():
         if search == "greedy":
-          out = decoding.greedy(model, params, src, **kw)
+          out = decoding.greedy(model, params, src, decoding.DecodeOptions(**kw))
         else:
-          out = decoding.beam_search(model, params, src, beam_size=args.beam,
-                                     length_penalty_alpha=ALPHA, **kw)
+          out = decoding.beam_search(model, params, src, decoding.DecodeOptions(
+              beam_size=args.beam, length_penalty=ALPHA, **kw))
         outputs["seq2seq_jax", search] = np.asarray(out.tokens[:, 0])
       return run
 

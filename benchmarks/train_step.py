@@ -12,7 +12,8 @@ implementations run the same architecture in this one process, measured
 round-robin (one step of each in turn) so that load on a shared machine hits
 them alike; the table gives medians.
 
-* seq2seq_jax: `models.Seq2Seq` + `train.make_train_step`.
+* seq2seq_jax: `models.build` + `training.step.make_train_step`, jitted with donation
+  as the training loop does.
 * PyTorch (`torch.set_num_threads(2)`): `nn.LSTM` for the encoder; the decoder
   is `nn.LSTM` over the whole target where nothing feeds back, else an
   `nn.LSTMCell` loop over time (as OpenNMT-py and JoeyNMT do); dot attention
@@ -36,7 +37,9 @@ import numpy as np
 import optax
 import torch
 
-from seq2seq_jax import models, train
+from seq2seq_jax import models
+from seq2seq_jax.training import optim
+from seq2seq_jax.training import step as train_step
 
 B, S, T, V, E, H = 64, 30, 30, 8000, 256, 512
 # row: (attention, input feeding, teacher-forcing probability)
@@ -64,13 +67,14 @@ def random_batch(seed: int = 0):
 # ----- seq2seq_jax -----
 
 def ours_step(attention, feeding, tf_prob, dtype):
-  model = models.Seq2Seq(src_vocab_size=V, tgt_vocab_size=V, cell="lstm", attention=attention,
-                         input_feeding=feeding, embed_dim=E, hidden_dim=H, dtype=dtype)
+  model = models.build(dict(cell="lstm", attention=attention, input_feeding=feeding,
+                            embed_dim=E, hidden_dim=H, dtype=dtype), V, V)
   src, tgt = random_batch()
   batch = {"src": jnp.asarray(src), "tgt": jnp.asarray(tgt)}
-  tx = train.make_optimizer(learning_rate=1e-3, clip_norm=5.0)
-  state = train.init_state(model, tx, jax.random.PRNGKey(0), batch)
-  step = train.make_train_step(model, tx, None if tf_prob == 1.0 else lambda i: tf_prob)
+  tx = optim.make_optimizer(learning_rate=1e-3, clip_norm=5.0)
+  state = train_step.init_state(model, tx, jax.random.PRNGKey(0), batch)
+  schedule = None if tf_prob == 1.0 else lambda i: tf_prob
+  step = jax.jit(train_step.make_train_step(model, tx, schedule), donate_argnums=(0,))
   holder = {"state": state}
   rng = jax.random.PRNGKey(1)
 

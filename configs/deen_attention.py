@@ -10,10 +10,10 @@ paragraphs and gettext catalogs (about 61,000 pairs). Sentencepiece (unigram,
 
 from pathlib import Path
 
-from seq2seq_jax.config_utils import load_module
+from seq2seq_jax import config_utils
 
 # default.py beside this file, wherever the command runs from.
-default = load_module(Path(__file__).with_name("default.py"))
+default = config_utils.load_module(Path(__file__).with_name("default.py"))
 
 
 def get_config(arg=None):
@@ -45,15 +45,7 @@ def get_config(arg=None):
   config.eval.max_len_b = 10
 
   if arg == "quick":
-    config.dataset.vocab_size = 500
-    config.model.embed_dim = 16
-    config.model.hidden_dim = 32
-    config.train.num_steps = 20
-    config.train.log_every_steps = 10
-    config.train.checkpoint_every_steps = 10
-    config.eval.every_steps = 20
-    config.eval.max_examples = 64
-    config.eval.num_attention_plots = 1
+    config_utils.make_quick(config)
   elif arg:
     raise ValueError(f"configs/deen_attention.py: unknown argument {arg!r}; valid: quick")
   return config

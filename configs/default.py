@@ -9,6 +9,8 @@ the attention maps show the reordering. Source words, target characters.
 
 import ml_collections
 
+from seq2seq_jax import config_utils
+
 
 def get_config(arg=None):
   config = ml_collections.ConfigDict()
@@ -36,6 +38,7 @@ def get_config(arg=None):
   ))
 
   config.model = ml_collections.ConfigDict(dict(
+      family="rnn",  # rnn: the fields below (seq2seq_jax/models/rnn/config.py)
       cell="lstm",  # rnn | lstm | gru | ln_lstm
       attention="general",  # none | dot | general | concat | additive | scaled_dot
       embed_dim=64,
@@ -91,18 +94,10 @@ def get_config(arg=None):
   ))
 
   if arg == "quick":
-    config.dataset.max_number = 999
-    config.dataset.dev_size = 100
-    config.dataset.test_size = 100
-    config.model.embed_dim = 16
-    config.model.hidden_dim = 32
-    config.train.num_steps = 60
-    config.train.batch_size = 32
-    config.train.log_every_steps = 10
-    config.train.checkpoint_every_steps = 20
-    config.eval.every_steps = 30
-    config.eval.batch_size = 100
-    config.eval.num_attention_plots = 1
+    config_utils.make_quick(config, {
+        "model.attention_dim": 0, "eval.max_examples": 0, "train.num_steps": 60,
+        "train.batch_size": 32, "train.checkpoint_every_steps": 20, "eval.every_steps": 30,
+        "eval.batch_size": 100})
   elif arg:
     raise ValueError(f"configs/default.py: unknown argument {arg!r}; valid: quick")
   return config

@@ -2,7 +2,8 @@
 
 Each `experiments/NAME/config.py` loads this file by path (experiments are
 not a package) and defines `get_config(arg)` and `get_sweep(arg)`. The `quick`
-argument gives a tiny, few-step version of every experiment for the tests.
+argument gives a tiny, few-step version of every experiment for the tests
+(`config_utils.make_quick`).
 """
 
 from pathlib import Path
@@ -61,22 +62,4 @@ def number_words_config(num_steps: int, hidden_dim: int = 128):
   config.eval.every_steps = num_steps // 4
   config.dataset.dev_size = 500
   config.dataset.test_size = 500
-  return config
-
-
-def make_quick(config):
-  """The tiny version of a config: a few steps of a tiny model on 64 dev sentences."""
-  config.dataset.vocab_size = min(config.dataset.vocab_size, 500) or 0
-  config.dataset.max_number = 999  # num2words_en_de: numbers up to 999
-  config.dataset.dev_size = 100
-  config.dataset.test_size = 100
-  config.model.embed_dim = 16
-  config.model.hidden_dim = 32
-  config.model.attention_dim = 16
-  config.train.num_steps = 20
-  config.train.log_every_steps = 10
-  config.train.checkpoint_every_steps = 10
-  config.eval.every_steps = 20
-  config.eval.max_examples = 64
-  config.eval.num_attention_plots = 1
   return config

@@ -2,8 +2,10 @@
 
 Each decoder is one compiled program: the encoder, then a `jax.lax.while_loop`
 over time steps that stops as soon as every sentence of the batch is done (and
-at the maximum length at the latest). They work for every cell and attention
-variant through `Seq2Seq.start` / `Seq2Seq.decode_step`.
+at the maximum length at the latest). They see the model only through its
+interface (`models.interface.Seq2SeqModel`: `encode`, `decoder_start`,
+`decode_step`, `has_attention`), so every family decodes the same way. How to
+decode (search, limits, penalty, sampling) is one `DecodeOptions`.
 
 Token log-probabilities are the model's `log_softmax` over the whole target
 vocabulary; `<pad>` and `<sos>` (never targets) are then excluded without
@@ -19,9 +21,10 @@ Length penalty (beam search ranks finished hypotheses by `log_prob / lp(len)`,
 or `average` `len ** alpha` (alpha 1: the per-token average); alpha 0 is off.
 """
 
+import dataclasses
 import functools
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -51,12 +54,61 @@ class Hypotheses(NamedTuple):
   attention: jax.Array | None
 
 
-def check_length_penalty(alpha: float, kind: str = "gnmt") -> None:
-  if kind not in LENGTH_PENALTIES:
-    raise ValueError(f"length penalty type {kind!r} is not valid; valid choices: "
-                     f"{', '.join(LENGTH_PENALTIES)}")
-  if not alpha >= 0.0:
-    raise ValueError(f"length penalty alpha must be >= 0 (0 turns it off), got {alpha!r}")
+def _is_int(value) -> bool:
+  return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeOptions:
+  """How to decode, checked on construction; the field names are `config.eval`'s.
+
+  Attributes:
+    beam_size: 1 is greedy, more is beam search.
+    length_penalty: alpha of the length penalty; 0 turns it off (for greedy
+      and sampling it only changes the reported scores).
+    length_penalty_type: `gnmt` or `average`, see `length_penalty`.
+    max_len_a, max_len_b: at most `floor(a * source length + b)` output tokens.
+    temperature: > 0 samples instead of searching.
+    top_k: sampling from the k most probable tokens only (0: all).
+    num_samples: samples a sentence.
+    with_attention: return the attention weights of every produced token.
+  """
+  beam_size: int = 1
+  length_penalty: float = 0.6
+  length_penalty_type: str = "gnmt"
+  max_len_a: float = 2.0
+  max_len_b: int = 10
+  temperature: float = 0.0
+  top_k: int = 0
+  num_samples: int = 1
+  with_attention: bool = True
+
+  def __post_init__(self):
+    if self.length_penalty_type not in LENGTH_PENALTIES:
+      raise ValueError(f"length_penalty_type={self.length_penalty_type!r} is not valid; "
+                       f"valid choices: {', '.join(LENGTH_PENALTIES)}")
+    for name in ("length_penalty", "max_len_a", "temperature"):
+      value = getattr(self, name)
+      if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) \
+          or not value >= 0.0:
+        raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+      object.__setattr__(self, name, float(value))  # one compiled program for 5 and 5.0
+    for name, low in (("beam_size", 1), ("max_len_b", -10**9), ("top_k", 0),
+                      ("num_samples", 1)):
+      value = getattr(self, name)
+      if not _is_int(value) or value < low:
+        raise ValueError(f"{name} must be an int >= {low}, got {value!r}"
+                         if name != "max_len_b" else f"max_len_b must be an int, got {value!r}")
+      object.__setattr__(self, name, int(value))
+
+  @classmethod
+  def from_eval_config(cls, cfg_eval, **overrides) -> "DecodeOptions":
+    """The options of an `eval` config section (a field a saved config lacks
+    gets its default), with `overrides` on top; TypeError or ValueError name
+    the field."""
+    fields = ("beam_size", "length_penalty", "length_penalty_type", "max_len_a", "max_len_b")
+    values = {f: cfg_eval[f] for f in fields if f in cfg_eval}
+    return cls(**{**values, **overrides})
 
 
 def length_penalty(lengths: jax.Array, alpha, kind: str = "gnmt") -> jax.Array:
@@ -116,22 +168,35 @@ def top_k(x: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
 
 
 def _start(model, params, src):
+  """The decoder's `(memory, state)` for `src [batch, src_len]`."""
   return model.apply({"params": params}, src,
-                     method=lambda m, s: m.start(m.encode(s)))
+                     method=lambda m, s: m.decoder_start(m.encode(s)))
 
 
 def _step(model, params, mem, state, tokens):
   """Feeds `tokens [rows]`; returns `(state, log_probs [rows, vocab], weights)`."""
   state, logits, weights = model.apply({"params": params}, mem, state, tokens,
-                                       method=lambda m, *a: m.decode_step(*a))
+                                       method="decode_step")
   return state, _log_probs(logits), weights
 
 
 def _tracks_attention(model, with_attention):
-  return with_attention and model.attention != "none"
+  return with_attention and model.has_attention
 
 
 # ----- greedy and sampling: one hypothesis per row -----
+
+class SinglePathState(NamedTuple):
+  """The while-loop state of greedy decoding and sampling."""
+  t: jax.Array  # [] int32, steps taken
+  decoder: Any  # the model's decoder state, rows [batch]
+  prev: jax.Array  # [batch] int32, the token fed at the next step
+  tokens: jax.Array  # [batch, max_len] int32, <pad> after each sentence's end
+  log_prob: jax.Array  # [batch] float32
+  lengths: jax.Array  # [batch] int32, the <eos> included
+  finished: jax.Array  # [batch] bool
+  attention: jax.Array | None  # [batch, max_len, src_len], or None when not tracked
+
 
 @functools.partial(jax.jit, static_argnames=("model", "max_len", "top_k_size", "sample",
                                              "with_attention", "penalty_type"))
@@ -139,7 +204,7 @@ def _single_path(model, params, src, rng, temperature, max_len_a, max_len_b, alp
                  max_len, top_k_size, sample, with_attention, penalty_type):
   batch, src_len = src.shape
   limits = _limits(src, max_len_a, max_len_b, max_len)
-  mem, state = _start(model, params, src)
+  mem, decoder_state = _start(model, params, src)
   track = _tracks_attention(model, with_attention)
 
   def choose(lp, key):
@@ -151,73 +216,89 @@ def _single_path(model, params, src, rng, temperature, max_len_a, max_len_b, alp
       scaled = jnp.where(scaled < kth, -jnp.inf, scaled)
     return jax.random.categorical(key, scaled, axis=-1)
 
-  def body(carry):
-    t, state, prev, tokens, log_prob, lengths, finished, weights_all = carry
-    state, lp, weights = _step(model, params, mem, state, prev)
-    tok = choose(lp, jax.random.fold_in(rng, t)).astype(jnp.int32)
-    active = ~finished
-    tokens = tokens.at[:, t].set(jnp.where(active, tok, PAD_ID))
-    log_prob = log_prob + jnp.where(active, jnp.take_along_axis(lp, tok[:, None], 1)[:, 0], 0.0)
-    lengths = lengths + active
-    finished = finished | (tok == EOS_ID) | (t + 1 >= limits)
+  def body(s: SinglePathState) -> SinglePathState:
+    decoder, lp, weights = _step(model, params, mem, s.decoder, s.prev)
+    tok = choose(lp, jax.random.fold_in(rng, s.t)).astype(jnp.int32)
+    active = ~s.finished
+    attention = s.attention
     if track:
-      weights_all = weights_all.at[:, t].set(jnp.where(active[:, None], weights, 0.0))
-    return t + 1, state, tok, tokens, log_prob, lengths, finished, weights_all
+      attention = attention.at[:, s.t].set(jnp.where(active[:, None], weights, 0.0))
+    return SinglePathState(
+        t=s.t + 1, decoder=decoder, prev=tok,
+        tokens=s.tokens.at[:, s.t].set(jnp.where(active, tok, PAD_ID)),
+        log_prob=s.log_prob + jnp.where(
+            active, jnp.take_along_axis(lp, tok[:, None], 1)[:, 0], 0.0),
+        lengths=s.lengths + active,
+        finished=s.finished | (tok == EOS_ID) | (s.t + 1 >= limits),
+        attention=attention)
 
-  def cond(carry):
-    return (carry[0] < max_len) & ~jnp.all(carry[6])
+  def cond(s: SinglePathState):
+    return (s.t < max_len) & ~jnp.all(s.finished)
 
-  init = (jnp.zeros((), jnp.int32), state, jnp.full((batch,), SOS_ID, jnp.int32),
-          jnp.full((batch, max_len), PAD_ID, jnp.int32), jnp.zeros((batch,), jnp.float32),
-          jnp.zeros((batch,), jnp.int32), jnp.zeros((batch,), bool),
-          jnp.zeros((batch, max_len, src_len), jnp.float32) if track else None)
-  _, _, _, tokens, log_prob, lengths, _, weights_all = jax.lax.while_loop(cond, body, init)
-  scores = log_prob / length_penalty(lengths, alpha, penalty_type)
-  return Hypotheses(tokens=tokens[:, None], lengths=lengths[:, None], scores=scores[:, None],
-                    log_probs=log_prob[:, None],
-                    attention=None if weights_all is None else weights_all[:, None])
+  init = SinglePathState(
+      t=jnp.zeros((), jnp.int32), decoder=decoder_state,
+      prev=jnp.full((batch,), SOS_ID, jnp.int32),
+      tokens=jnp.full((batch, max_len), PAD_ID, jnp.int32),
+      log_prob=jnp.zeros((batch,), jnp.float32), lengths=jnp.zeros((batch,), jnp.int32),
+      finished=jnp.zeros((batch,), bool),
+      attention=jnp.zeros((batch, max_len, src_len), jnp.float32) if track else None)
+  out = jax.lax.while_loop(cond, body, init)
+  scores = out.log_prob / length_penalty(out.lengths, alpha, penalty_type)
+  return Hypotheses(tokens=out.tokens[:, None], lengths=out.lengths[:, None],
+                    scores=scores[:, None], log_probs=out.log_prob[:, None],
+                    attention=None if out.attention is None else out.attention[:, None])
 
 
-def greedy(model, params, src, *, max_len_a: float = 2.0, max_len_b: int = 10,
-           length_penalty_alpha: float = 0.0, penalty_type: str = "gnmt",
-           with_attention: bool = True) -> Hypotheses:
+def greedy(model, params, src, options: DecodeOptions = DecodeOptions()) -> Hypotheses:
   """Greedy decoding of `src [batch, src_len]`: the most probable token at every step.
 
   The length penalty only changes the reported `scores`.
   """
-  check_length_penalty(length_penalty_alpha, penalty_type)
   return _single_path(model, params, jnp.asarray(src), jax.random.PRNGKey(0),
-                      1.0, max_len_a, max_len_b, length_penalty_alpha,
-                      max_len=max_length(src.shape[1], max_len_a, max_len_b), top_k_size=0,
-                      sample=False, with_attention=with_attention,
-                      penalty_type=penalty_type)
+                      1.0, options.max_len_a, options.max_len_b, options.length_penalty,
+                      max_len=max_length(src.shape[1], options.max_len_a, options.max_len_b),
+                      top_k_size=0, sample=False, with_attention=options.with_attention,
+                      penalty_type=options.length_penalty_type)
 
 
-def sample(model, params, src, rng, *, temperature: float = 1.0, top_k: int = 0,
-           num_samples: int = 1, max_len_a: float = 2.0, max_len_b: int = 10,
-           length_penalty_alpha: float = 0.0, penalty_type: str = "gnmt",
-           with_attention: bool = True) -> Hypotheses:
-  """Ancestral sampling from `softmax(log_probs / temperature)`, optionally top-k.
+def sample(model, params, src, rng, options: DecodeOptions) -> Hypotheses:
+  """Ancestral sampling from `softmax(log_probs / options.temperature)`, optionally top-k.
 
-  `num_samples` independent samples a sentence (N of `Hypotheses`), in the
-  order drawn; `log_probs` are the model's own (temperature 1, no top-k).
+  `options.num_samples` independent samples a sentence (N of `Hypotheses`), in
+  the order drawn; `log_probs` are the model's own (temperature 1, no top-k).
   """
-  check_length_penalty(length_penalty_alpha, penalty_type)
-  if not temperature > 0.0:
-    raise ValueError(f"temperature must be > 0 (use greedy for 0), got {temperature!r}")
-  if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
-    raise ValueError(f"top_k must be an int >= 0 (0: the whole vocabulary), got {top_k!r}")
+  if not options.temperature > 0.0:
+    raise ValueError(f"temperature must be > 0 to sample (use greedy for 0), got "
+                     f"{options.temperature!r}")
   src = jnp.asarray(src)
-  batch = src.shape[0]
-  tiled = jnp.repeat(src, num_samples, axis=0)
-  out = _single_path(model, params, tiled, rng, temperature, max_len_a, max_len_b,
-                     length_penalty_alpha, max_len=max_length(src.shape[1], max_len_a, max_len_b),
-                     top_k_size=top_k, sample=True, with_attention=with_attention,
-                     penalty_type=penalty_type)
-  return jax.tree.map(lambda x: x.reshape(batch, num_samples, *x.shape[2:]), out)
+  batch, n = src.shape[0], options.num_samples
+  tiled = jnp.repeat(src, n, axis=0)
+  out = _single_path(model, params, tiled, rng, options.temperature, options.max_len_a,
+                     options.max_len_b, options.length_penalty,
+                     max_len=max_length(src.shape[1], options.max_len_a, options.max_len_b),
+                     top_k_size=options.top_k, sample=True,
+                     with_attention=options.with_attention,
+                     penalty_type=options.length_penalty_type)
+  return jax.tree.map(lambda x: x.reshape(batch, n, *x.shape[2:]), out)
 
 
 # ----- beam search -----
+
+class BeamState(NamedTuple):
+  """The while-loop state of beam search; K is the beam size."""
+  t: jax.Array  # [] int32, steps taken
+  decoder: Any  # the model's decoder state, rows [batch * K], one hypothesis each
+  prev: jax.Array  # [batch * K] int32, the token fed at the next step
+  alive_log_prob: jax.Array  # [batch, K], -inf for an empty slot
+  alive_tokens: jax.Array  # [batch, K, max_len] int32
+  alive_attention: jax.Array | None  # [batch, K, max_len, src_len]
+  finished_tokens: jax.Array  # [batch, K, max_len] int32, best first
+  finished_scores: jax.Array  # [batch, K] log-prob over length penalty, -inf when empty
+  finished_log_prob: jax.Array  # [batch, K]
+  finished_lengths: jax.Array  # [batch, K] int32, the <eos> included
+  finished_attention: jax.Array | None  # [batch, K, max_len, src_len]
+  done: jax.Array  # [batch] bool: no alive hypothesis can still enter the finished K
+
 
 def _gather_beams(x, beams):
   """`x [batch, K, ...]`, `beams [batch, M]` -> `[batch, M, ...]`."""
@@ -233,83 +314,92 @@ def _beam_search(model, params, src, max_len_a, max_len_b, alpha, *, beam_size, 
   k = beam_size
   limits = _limits(src, max_len_a, max_len_b, max_len)
   best_penalty = length_penalty(limits, alpha, penalty_type)  # the largest a hypothesis can get
-  mem, state = _start(model, params, src)
+  mem, decoder_state = _start(model, params, src)
   # Every row of the decoder works on one hypothesis: [batch * K, ...].
-  mem, state = jax.tree.map(lambda x: jnp.repeat(x, k, axis=0), (mem, state))
+  mem, decoder_state = jax.tree.map(lambda x: jnp.repeat(x, k, axis=0), (mem, decoder_state))
   track = _tracks_attention(model, with_attention)
   neg_inf = jnp.float32(-jnp.inf)
 
-  def body(carry):
-    (t, state, prev, alive_lp, alive_seq, alive_w,
-     fin_seq, fin_score, fin_lp, fin_len, fin_w, done) = carry
-    state, lp, weights = _step(model, params, mem, state, prev)
+  def body(s: BeamState) -> BeamState:
+    t = s.t
+    decoder, lp, weights = _step(model, params, mem, s.decoder, s.prev)
     vocab = lp.shape[-1]
-    cand = alive_lp[:, :, None] + lp.reshape(batch, k, vocab)
+    cand = s.alive_log_prob[:, :, None] + lp.reshape(batch, k, vocab)
     # The K best continuations of the K hypotheses (OpenNMT's beam: with K=1,
     # exactly greedy). Those that end leave the beam for the finished pool,
     # and their slots are refilled by the next step's top K.
     top_lp, top_idx = top_k(cand.reshape(batch, k * vocab), k)
     parent, tok = top_idx // vocab, (top_idx % vocab).astype(jnp.int32)
-    seq = _gather_beams(alive_seq, parent).at[:, :, t].set(tok)
+    seq = _gather_beams(s.alive_tokens, parent).at[:, :, t].set(tok)
     w = None
     if track:
-      w = _gather_beams(alive_w, parent).at[:, :, t].set(
+      w = _gather_beams(s.alive_attention, parent).at[:, :, t].set(
           _gather_beams(weights.reshape(batch, k, src_len), parent))
     ends = (tok == EOS_ID) | (t + 1 >= limits)[:, None]
-    live = jnp.isfinite(top_lp) & ~done[:, None]  # a done sentence adds nothing more
+    live = jnp.isfinite(top_lp) & ~s.done[:, None]  # a done sentence adds nothing more
     # Finished pool: the K best of old and new by score.
     new_score = jnp.where(ends & live, top_lp / length_penalty(t + 1, alpha, penalty_type),
                           neg_inf)
-    pool_score = jnp.concatenate([fin_score, new_score], 1)
-    fin_score, pick = jax.lax.top_k(pool_score, k)
-    fin_seq = _gather_beams(jnp.concatenate([fin_seq, seq], 1), pick)
-    fin_lp = _gather_beams(jnp.concatenate([fin_lp, top_lp], 1), pick)
-    fin_len = _gather_beams(
-        jnp.concatenate([fin_len, jnp.full((batch, k), t + 1, jnp.int32)], 1), pick)
-    if track:
-      fin_w = _gather_beams(jnp.concatenate([fin_w, w], 1), pick)
+    fin_score, pick = jax.lax.top_k(jnp.concatenate([s.finished_scores, new_score], 1), k)
+    pool = lambda old, new: _gather_beams(jnp.concatenate([old, new], 1), pick)
+    fin_w = pool(s.finished_attention, w) if track else None
     # The beam: the candidates that did not end.
     alive_lp = jnp.where(ends | ~live, neg_inf, top_lp)
     rows = (jnp.arange(batch)[:, None] * k + parent).reshape(-1)
-    state = jax.tree.map(lambda x: x[rows], state)
     # Done when no live hypothesis can still beat the K-th finished one.
     bound = jnp.max(alive_lp, axis=1) / best_penalty
-    done = done | (t + 1 >= limits) | (fin_score[:, -1] >= bound)
-    return (t + 1, state, tok.reshape(-1), alive_lp, seq, w,
-            fin_seq, fin_score, fin_lp, fin_len, fin_w, done)
+    return BeamState(
+        t=t + 1, decoder=jax.tree.map(lambda x: x[rows], decoder), prev=tok.reshape(-1),
+        alive_log_prob=alive_lp, alive_tokens=seq, alive_attention=w,
+        finished_tokens=pool(s.finished_tokens, seq), finished_scores=fin_score,
+        finished_log_prob=pool(s.finished_log_prob, top_lp),
+        finished_lengths=pool(s.finished_lengths, jnp.full((batch, k), t + 1, jnp.int32)),
+        finished_attention=fin_w,
+        done=s.done | (t + 1 >= limits) | (fin_score[:, -1] >= bound))
 
-  def cond(carry):
-    return (carry[0] < max_len) & ~jnp.all(carry[-1])
+  def cond(s: BeamState):
+    return (s.t < max_len) & ~jnp.all(s.done)
 
   seqs = jnp.full((batch, k, max_len), PAD_ID, jnp.int32)
   w0 = jnp.zeros((batch, k, max_len, src_len), jnp.float32) if track else None
-  init = (jnp.zeros((), jnp.int32), state, jnp.full((batch * k,), SOS_ID, jnp.int32),
-          jnp.full((batch, k), neg_inf).at[:, 0].set(0.0),  # one start hypothesis
-          seqs, w0, seqs, jnp.full((batch, k), neg_inf), jnp.full((batch, k), neg_inf),
-          jnp.zeros((batch, k), jnp.int32), w0, jnp.zeros((batch,), bool))
+  init = BeamState(
+      t=jnp.zeros((), jnp.int32), decoder=decoder_state,
+      prev=jnp.full((batch * k,), SOS_ID, jnp.int32),
+      alive_log_prob=jnp.full((batch, k), neg_inf).at[:, 0].set(0.0),  # one start hypothesis
+      alive_tokens=seqs, alive_attention=w0, finished_tokens=seqs,
+      finished_scores=jnp.full((batch, k), neg_inf),
+      finished_log_prob=jnp.full((batch, k), neg_inf),
+      finished_lengths=jnp.zeros((batch, k), jnp.int32), finished_attention=w0,
+      done=jnp.zeros((batch,), bool))
   out = jax.lax.while_loop(cond, body, init)
-  fin_seq, fin_score, fin_lp, fin_len, fin_w = out[6:11]
-  return Hypotheses(tokens=fin_seq, lengths=fin_len, scores=fin_score, log_probs=fin_lp,
-                    attention=fin_w)
+  return Hypotheses(tokens=out.finished_tokens, lengths=out.finished_lengths,
+                    scores=out.finished_scores, log_probs=out.finished_log_prob,
+                    attention=out.finished_attention)
 
 
-def beam_search(model, params, src, *, beam_size: int = 5, length_penalty_alpha: float = 0.6,
-                penalty_type: str = "gnmt", max_len_a: float = 2.0, max_len_b: int = 10,
-                with_attention: bool = True) -> Hypotheses:
-  """Beam search over `src [batch, src_len]`; returns the `beam_size` best, best first.
+def beam_search(model, params, src, options: DecodeOptions) -> Hypotheses:
+  """Beam search over `src [batch, src_len]`; returns the `options.beam_size` best, best first.
 
   A hypothesis that produces `<eos>` (or reaches its maximum length) is
   finished and never extended; a sentence is done when no hypothesis in its
   beam can still beat its K-th finished one, even with the most favourable
   length penalty.
   """
-  check_length_penalty(length_penalty_alpha, penalty_type)
-  if isinstance(beam_size, bool) or not isinstance(beam_size, int) or beam_size < 1:
-    raise ValueError(f"beam_size must be a positive int, got {beam_size!r}")
-  return _beam_search(model, params, jnp.asarray(src), max_len_a, max_len_b,
-                      length_penalty_alpha, beam_size=beam_size,
-                      max_len=max_length(src.shape[1], max_len_a, max_len_b),
-                      with_attention=with_attention, penalty_type=penalty_type)
+  return _beam_search(model, params, jnp.asarray(src), options.max_len_a, options.max_len_b,
+                      options.length_penalty, beam_size=options.beam_size,
+                      max_len=max_length(src.shape[1], options.max_len_a, options.max_len_b),
+                      with_attention=options.with_attention,
+                      penalty_type=options.length_penalty_type)
+
+
+def decode(model, params, src, options: DecodeOptions, rng=None) -> Hypotheses:
+  """Sampling when `options.temperature` > 0 (needs `rng`), greedy when
+  `options.beam_size` is 1, else beam search."""
+  if options.temperature > 0:
+    return sample(model, params, src, rng, options)
+  if options.beam_size == 1:
+    return greedy(model, params, src, options)
+  return beam_search(model, params, src, options)
 
 
 # ----- forced decoding -----
@@ -326,41 +416,8 @@ def forced_log_probs(model, params, src, tgt):
   Returns:
     `(per_token [batch, tgt_len], per_sentence [batch])`, 0 on padding.
   """
-  logits = model.apply({"params": params}, src, tgt)["logits"]
+  logits = model.apply({"params": params}, src, tgt).logits
   lp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
   per_token = jnp.take_along_axis(lp, tgt[..., None], axis=-1)[..., 0]
   per_token = jnp.where(tgt != PAD_ID, per_token, 0.0)
   return per_token, jnp.sum(per_token, axis=1)
-
-
-# ----- whole corpora -----
-
-def batches(arrays, batch_size: int):
-  """Fixed-shape batches of numpy arrays (the last one padded with copies of
-  row 0, so one compiled shape serves all), and how many rows are real."""
-  n = len(arrays[0])
-  for start in range(0, n, batch_size):
-    chunk = [a[start:start + batch_size] for a in arrays]
-    real = len(chunk[0])
-    if real < batch_size:
-      chunk = [np.concatenate([c, np.repeat(a[:1], batch_size - real, 0)])
-               for c, a in zip(chunk, arrays)]
-    yield chunk, real
-
-
-def decode_corpus(model, params, src: np.ndarray, batch_size: int, beam_size: int = 1,
-                  **kwargs) -> Hypotheses:
-  """Greedy (`beam_size` 1) or beam search over `src [N, src_len]` in batches.
-
-  Returns numpy `Hypotheses` over all N sentences; `kwargs` go to `greedy` /
-  `beam_search`.
-  """
-  batch_size = max(1, min(batch_size, len(src)))
-  parts = []
-  for (chunk,), real in batches([src], batch_size):
-    if beam_size == 1:
-      out = greedy(model, params, chunk, **kwargs)
-    else:
-      out = beam_search(model, params, chunk, beam_size=beam_size, **kwargs)
-    parts.append(jax.tree.map(lambda x, r=real: np.asarray(x)[:r], out))
-  return jax.tree.map(lambda *xs: np.concatenate(xs), *parts)

@@ -5,8 +5,10 @@ search) never sees the gold prefix. BLEU and chrF are sacrebleu's, on
 detokenized text.
 """
 
+import dataclasses
 import math
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import sacrebleu
@@ -17,24 +19,38 @@ from seq2seq_jax.tokens import PAD_ID
 LENGTH_BUCKETS = (5, 10, 15, 20, 30, 40, 60, 10**9)  # upper bounds of source lengths
 
 
-EVAL_DEFAULTS = dict(beam_size=1, length_penalty=0.6, length_penalty_type="gnmt",
-                     max_len_a=2.0, max_len_b=10, report_greedy=False)
+def batches(arrays, batch_size: int):
+  """Fixed-shape batches of numpy arrays (the last one padded with copies of
+  row 0, so one compiled shape serves all), and how many rows are real."""
+  n = len(arrays[0])
+  for start in range(0, n, batch_size):
+    chunk = [a[start:start + batch_size] for a in arrays]
+    real = len(chunk[0])
+    if real < batch_size:
+      chunk = [np.concatenate([c, np.repeat(a[:1], batch_size - real, 0)])
+               for c, a in zip(chunk, arrays)]
+    yield chunk, real
 
 
-def decode_options(cfg_eval) -> dict:
-  """The `decoding` keyword arguments of an `eval` config section (a config
-  written before a field existed gets its default)."""
-  get = lambda name: cfg_eval.get(name, EVAL_DEFAULTS[name])
-  return dict(max_len_a=float(get("max_len_a")), max_len_b=get("max_len_b"),
-              length_penalty_alpha=float(get("length_penalty")),
-              penalty_type=get("length_penalty_type"))
+def decode_corpus(model, params, src: np.ndarray, batch_size: int,
+                  options: decoding.DecodeOptions) -> decoding.Hypotheses:
+  """Greedy or beam search (as `options` say) over `src [N, src_len]` in batches.
+
+  Returns numpy `Hypotheses` over all N sentences.
+  """
+  batch_size = max(1, min(batch_size, len(src)))
+  parts = []
+  for (chunk,), real in batches([src], batch_size):
+    out = decoding.decode(model, params, chunk, options)
+    parts.append(jax.tree.map(lambda x, r=real: np.asarray(x)[:r], out))
+  return jax.tree.map(lambda *xs: np.concatenate(xs), *parts)
 
 
 def forced_loss(model, params, src, tgt, batch_size):
   """Mean teacher-forced token loss over `(src, tgt)`."""
   batch_size = min(batch_size, len(src))
   total, count = 0.0, 0.0
-  for (s, t), real in decoding.batches([src, tgt], batch_size):
+  for (s, t), real in batches([src, tgt], batch_size):
     t = t.copy()
     t[real:] = PAD_ID  # padding rows contribute nothing
     per_token, _ = decoding.forced_log_probs(model, params, s, t)
@@ -86,15 +102,15 @@ def evaluate(model, params, dataset, split: str, cfg_eval) -> dict:
   loss = forced_loss(model, params, src, tgt, cfg_eval.batch_size)
   refs = [t for _, t in texts]
   char_level = dataset.tgt_vocab.kind == "char"
-  options = decode_options(cfg_eval)
-  beam_size = cfg_eval.get("beam_size", EVAL_DEFAULTS["beam_size"])
-  out = decoding.decode_corpus(model, params, src, cfg_eval.batch_size, beam_size, **options)
+  options = decoding.DecodeOptions.from_eval_config(cfg_eval)
+  out = decode_corpus(model, params, src, cfg_eval.batch_size, options)
   ids = out.tokens[:, 0]
   hyps = [dataset.tgt_vocab.decode(row) for row in ids]
   text_metrics, bleu, chrf = _text_metrics(hyps, refs, char_level)
   metrics = {"loss": loss, "ppl": math.exp(min(loss, 50.0)), **text_metrics}
-  if beam_size > 1 and cfg_eval.get("report_greedy", EVAL_DEFAULTS["report_greedy"]):
-    greedy = decoding.decode_corpus(model, params, src, cfg_eval.batch_size, 1, **options)
+  if options.beam_size > 1 and cfg_eval.get("report_greedy", False):
+    greedy = decode_corpus(model, params, src, cfg_eval.batch_size,
+                                    dataclasses.replace(options, beam_size=1))
     greedy_hyps = [dataset.tgt_vocab.decode(row) for row in greedy.tokens[:, 0]]
     greedy_metrics, _, _ = _text_metrics(greedy_hyps, refs, char_level)
     metrics.update({f"greedy_{k}": v for k, v in greedy_metrics.items()})
@@ -111,6 +127,8 @@ def evaluate(model, params, dataset, split: str, cfg_eval) -> dict:
 
 def plot_attention(weights, src_tokens, out_tokens, path, title=""):
   """Heatmap of `weights [out_len, src_len]` with the tokens on the axes."""
+  # Imported here: pyplot adds 0.5 s to every start-up (measured; translate and
+  # the sweep driver import this module), and the backend must be set first.
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt

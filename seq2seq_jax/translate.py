@@ -20,7 +20,10 @@ import jax
 import ml_collections
 import numpy as np
 
+from seq2seq_jax import config_utils, decoding, evaluate, models
+from seq2seq_jax.data.vocab import load_vocab
 from seq2seq_jax.tokens import EOS_ID
+from seq2seq_jax.training import checkpoints, optim, step
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training workdir.")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", "best",
@@ -63,8 +66,6 @@ def load_model(workdir, checkpoint: str = "best"):
   Returns:
     `(config, model, params, src_vocab, tgt_vocab)`.
   """
-  from seq2seq_jax import checkpoints, config_utils, models, train
-  from seq2seq_jax.data.vocab import load_vocab
   workdir = Path(workdir)
   for name in ("config.json", "vocab_src.json", "vocab_tgt.json"):
     if not (workdir / name).exists():
@@ -73,12 +74,10 @@ def load_model(workdir, checkpoint: str = "best"):
   config = ml_collections.ConfigDict(config_utils.read_saved(workdir / "config.json"))
   src_vocab, tgt_vocab = load_vocab(workdir / "vocab_src.json"), load_vocab(workdir /
                                                                             "vocab_tgt.json")
-  model = models.Seq2Seq(src_vocab_size=len(src_vocab), tgt_vocab_size=len(tgt_vocab),
-                         **config.model)
-  tx = train.make_optimizer(config.train.learning_rate, config.train.clip_norm,
-                            config.train.optimizer)
+  model = models.build(config.model, len(src_vocab), len(tgt_vocab))
   dummy = {"src": np.ones((1, 2), np.int32), "tgt": np.ones((1, 2), np.int32)}
-  template = train.init_state(model, tx, jax.random.PRNGKey(0), dummy)
+  template = step.init_state(model, optim.optimizer_from_config(config.train),
+                             jax.random.PRNGKey(0), dummy)
   ckpt = checkpoints.Checkpoints(workdir / "checkpoints", 1, create=False)
   try:
     state, meta = ckpt.restore(checkpoint, template)
@@ -120,14 +119,12 @@ def _length_batches(lengths, batch_size):
   return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
 
-def translate(model, params, src_vocab, tgt_vocab, sentences, *, beam_size=5, nbest=1,
-              temperature=0.0, top_k=0, seed=0, batch_size=64, **options):
-  """`nbest` translations of each sentence: a list (per sentence) of
-  `(score, text, tokens, attention)`, best first."""
-  from seq2seq_jax import decoding
-  if nbest < 1 or (temperature <= 0 and nbest > beam_size):
-    raise TranslateError(f"--nbest must be in [1, --beam_size={beam_size}], got {nbest}")
+def translate(model, params, src_vocab, tgt_vocab, sentences, options: decoding.DecodeOptions,
+              seed=0, batch_size=64):
+  """`options.num_samples` (sampling) or `options.beam_size` translations of each
+  sentence: a list (per sentence) of `(score, text, tokens, attention)`, best first."""
   ids = [src_vocab.encode(s) for s in sentences]
+  nbest = options.num_samples if options.temperature > 0 else options.beam_size
   # A sentence without tokens gets empty outputs and keeps its line.
   results = [[(0.0, "", np.zeros(0, np.int32), None)] * nbest if not r else None for r in ids]
   todo = [i for i, r in enumerate(ids) if r]
@@ -135,14 +132,8 @@ def translate(model, params, src_vocab, tgt_vocab, sentences, *, beam_size=5, nb
   for batch_number, batch in enumerate(_length_batches(lengths, batch_size)):
     idx = [todo[j] for j in batch]
     src = _pad([ids[i] for i in idx])
-    if temperature > 0:
-      out = decoding.sample(model, params, src, jax.random.fold_in(
-          jax.random.PRNGKey(seed), batch_number), temperature=temperature, top_k=top_k,
-          num_samples=nbest, **options)
-    elif beam_size == 1:
-      out = decoding.greedy(model, params, src, **options)
-    else:
-      out = decoding.beam_search(model, params, src, beam_size=beam_size, **options)
+    out = decoding.decode(model, params, src, options,
+                          rng=jax.random.fold_in(jax.random.PRNGKey(seed), batch_number))
     out = jax.tree.map(np.asarray, out)
     for row, i in enumerate(idx):
       results[i] = [(float(out.scores[row, n]), tgt_vocab.decode(out.tokens[row, n]),
@@ -155,7 +146,6 @@ def translate(model, params, src_vocab, tgt_vocab, sentences, *, beam_size=5, nb
 
 def score(model, params, src_vocab, tgt_vocab, pairs, batch_size=64) -> list[float]:
   """log p(target + <eos> | source) of each `(source, target)` pair."""
-  from seq2seq_jax import decoding
   src_ids = [src_vocab.encode(s) for s, _ in pairs]
   tgt_ids = [tgt_vocab.encode(t, eos=True) for _, t in pairs]
   out = [0.0] * len(pairs)
@@ -167,8 +157,27 @@ def score(model, params, src_vocab, tgt_vocab, pairs, batch_size=64) -> list[flo
   return out
 
 
+def _decode_options(config) -> decoding.DecodeOptions:
+  """The flags' decoding options; the length limits default to the workdir's eval section."""
+  overrides = dict(beam_size=_BEAM.value, length_penalty=_ALPHA.value,
+                   length_penalty_type=_PENALTY_TYPE.value, temperature=_TEMPERATURE.value,
+                   top_k=_TOP_K.value)
+  if _MAX_LEN_A.value is not None:
+    overrides["max_len_a"] = _MAX_LEN_A.value
+  if _MAX_LEN_B.value is not None:
+    overrides["max_len_b"] = _MAX_LEN_B.value
+  if _TEMPERATURE.value > 0:
+    overrides["num_samples"] = _NBEST.value
+  elif not 1 <= _NBEST.value <= _BEAM.value:
+    raise TranslateError(f"--nbest must be in [1, --beam_size={_BEAM.value}], got "
+                         f"{_NBEST.value}")
+  try:
+    return decoding.DecodeOptions.from_eval_config(config.eval, **overrides)
+  except (TypeError, ValueError) as e:
+    raise TranslateError(f"--{e}") from None
+
+
 def _run() -> list[str]:
-  from seq2seq_jax import config_utils, evaluate
   config, model, params, src_vocab, tgt_vocab = load_model(_WORKDIR.value, _CHECKPOINT.value)
   lines = read_lines(_INPUT.value)
   name = _INPUT.value or "stdin"
@@ -185,31 +194,21 @@ def _run() -> list[str]:
   for number, line in enumerate(lines, 1):
     if not line.strip():
       log.warning("%s:%d: empty line; its translation is empty too", name, number)
-  options = evaluate.decode_options(config.eval)
-  options.update(length_penalty_alpha=_ALPHA.value, penalty_type=_PENALTY_TYPE.value)
-  if _MAX_LEN_A.value is not None:
-    options["max_len_a"] = _MAX_LEN_A.value
-  if _MAX_LEN_B.value is not None:
-    options["max_len_b"] = _MAX_LEN_B.value
-  config_utils.check_decode_options(options)
-  if _BEAM.value < 1:
-    raise TranslateError(f"--beam_size must be >= 1, got {_BEAM.value}")
-  results = translate(model, params, src_vocab, tgt_vocab, lines, beam_size=_BEAM.value,
-                      nbest=_NBEST.value, temperature=_TEMPERATURE.value, top_k=_TOP_K.value,
-                      seed=_SEED.value, batch_size=_BATCH.value, **options)
+  options = _decode_options(config)
+  results = translate(model, params, src_vocab, tgt_vocab, lines, options, seed=_SEED.value,
+                      batch_size=_BATCH.value)
   if _ATTENTION_DIR.value:
     _plot(results, lines, src_vocab, tgt_vocab, Path(_ATTENTION_DIR.value),
-          model.attention == "none")
+          not model.has_attention)
   out = []
   for hyps in results:
-    for s, text, _, _ in hyps:
+    for s, text, _, _ in hyps[:_NBEST.value]:
       out.append(f"{s:.6f}\t{text}" if _WITH_SCORES.value else text)
   return out
 
 
 def _plot(results, lines, src_vocab, tgt_vocab, directory: Path,
           model_has_no_attention: bool) -> None:
-  from seq2seq_jax import evaluate
   directory.mkdir(parents=True, exist_ok=True)
   for i, (hyps, line) in enumerate(zip(results, lines)):
     if i >= _MAX_PLOTS.value:
@@ -228,7 +227,6 @@ def _plot(results, lines, src_vocab, tgt_vocab, directory: Path,
 
 
 def main(argv) -> None:
-  from seq2seq_jax.checkpoints import CheckpointError
   try:
     flags.FLAGS(argv)
   except flags.Error as e:
@@ -240,7 +238,7 @@ def main(argv) -> None:
   logging.basicConfig(level=logging.WARNING, format="%(message)s")
   try:
     out = _run()
-  except (TranslateError, CheckpointError, ValueError, OSError) as e:
+  except (TranslateError, checkpoints.CheckpointError, ValueError, OSError) as e:
     print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
     sys.exit(2)
   text = "".join(line + "\n" for line in out)

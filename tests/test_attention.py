@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from seq2seq_jax import attention as attn
+from seq2seq_jax.models.rnn import attention as attn
 
 BATCH, SRC_LEN, DIM, ATT_DIM = 3, 6, 5, 4
 LENGTHS = np.array([6, 3, 1])

@@ -7,7 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from seq2seq_jax import decoding, models
+from seq2seq_jax import decoding
+from seq2seq_jax.decoding import DecodeOptions as Options
+from seq2seq_jax.models.rnn import RNNConfig, RNNSeq2Seq
 from seq2seq_jax.tokens import EOS_ID, PAD_ID, SOS_ID
 
 SRC_VOCAB = 11
@@ -17,7 +19,7 @@ def make(seed=0, tgt_vocab=12, sharpen=4.0, **kw):
   """A random model whose output distributions are far from uniform."""
   defaults = dict(src_vocab_size=SRC_VOCAB, tgt_vocab_size=tgt_vocab, embed_dim=6,
                   hidden_dim=8, attention_dim=5, cell="lstm", attention="general")
-  model = models.Seq2Seq(**{**defaults, **kw})
+  model = RNNSeq2Seq(RNNConfig(**{**defaults, **kw}))
   src = source_batch(seed)
   params = model.init(jax.random.PRNGKey(seed), src, src)["params"]
   params["decoder"]["out_w"] = params["decoder"]["out_w"] * sharpen
@@ -43,9 +45,9 @@ def forced(model, params, src, tokens):
 
 
 def python_greedy(model, params, src, max_len):
-  """Reference greedy decoding: a Python loop over `Seq2Seq.decode_step` with numpy argmax."""
+  """Reference greedy decoding: a Python loop over the model's `decode_step` with numpy argmax."""
   mem, state = model.apply({"params": params}, jnp.asarray(src),
-                           method=lambda m, s: m.start(m.encode(s)))
+                           method=lambda m, s: m.decoder_start(m.encode(s)))
   tokens = np.full(len(src), SOS_ID)
   out = np.full((len(src), max_len), PAD_ID)
   done = np.zeros(len(src), bool)
@@ -75,22 +77,22 @@ KW = dict(max_len_a=1.0, max_len_b=2)
 def test_greedy_and_beam_agree_with_references(variant):
   model, params, src = make(**variant)
   max_len = decoding.max_length(src.shape[1], **KW)
-  greedy = decoding.greedy(model, params, src, **KW)
+  greedy = decoding.greedy(model, params, src, Options(length_penalty=0.0, **KW))
   expected = python_greedy(model, params, src, max_len)
   lengths = np.asarray(greedy.lengths[:, 0])
   for b in range(len(src)):
     np.testing.assert_array_equal(greedy.tokens[b, 0, :lengths[b]], expected[b, :lengths[b]])
   # Beam size 1 is exactly greedy.
-  beam1 = decoding.beam_search(model, params, src, beam_size=1, length_penalty_alpha=0.0, **KW)
+  beam1 = decoding.beam_search(model, params, src, Options(beam_size=1, length_penalty=0.0, **KW))
   np.testing.assert_array_equal(beam1.tokens, greedy.tokens)
   np.testing.assert_array_equal(beam1.lengths, greedy.lengths)
   # Without a length penalty every returned hypothesis's score is its forced log-prob.
-  for out in (greedy, decoding.beam_search(model, params, src, beam_size=4,
-                                           length_penalty_alpha=0.0, **KW)):
+  for out in (greedy, decoding.beam_search(model, params, src,
+              Options(beam_size=4, length_penalty=0.0, **KW))):
     np.testing.assert_allclose(out.scores, forced(model, params, src, np.asarray(out.tokens)),
                                atol=1e-4)
     np.testing.assert_allclose(out.scores, out.log_probs, atol=0)
-  if model.attention != "none":
+  if model.has_attention:
     assert greedy.attention.shape == (len(src), 1, max_len, src.shape[1])
 
 
@@ -99,7 +101,7 @@ def test_beam_hypotheses_are_well_formed_and_sorted():
   extended), or reaches its maximum length; best first; scores follow the
   length penalty formula."""
   model, params, src = make(seed=3, tgt_vocab=7, sharpen=2.0)
-  out = decoding.beam_search(model, params, src, beam_size=6, length_penalty_alpha=0.8, **KW)
+  out = decoding.beam_search(model, params, src, Options(beam_size=6, length_penalty=0.8, **KW))
   src_len = (src != PAD_ID).sum(1)
   limit = np.floor(KW["max_len_a"] * src_len + KW["max_len_b"]).astype(int)
   tokens, lengths = np.asarray(out.tokens), np.asarray(out.lengths)
@@ -121,7 +123,7 @@ def test_beam_hypotheses_are_well_formed_and_sorted():
 
 def _brute_force(model, params, src_row, max_len, alpha, kind):
   """Every possible output (ending in EOS, or of the maximum length) with its score."""
-  vocab = model.tgt_vocab_size
+  vocab = model.config.tgt_vocab_size
   words = [t for t in range(vocab) if t not in (PAD_ID, SOS_ID, EOS_ID)]
   seqs = [list(p) + [EOS_ID] for n in range(max_len) for p in itertools.product(words, repeat=n)]
   seqs += [list(p) for p in itertools.product(words, repeat=max_len)]
@@ -144,8 +146,9 @@ def test_wide_beam_finds_the_brute_force_best(alpha, kind):
   # 3 words + EOS: at most 27 live prefixes; of the 108 candidates of the last
   # step (all of one length) the 81 best are more than any top 10 needs.
   max_len, k = 4, 81
-  out = decoding.beam_search(model, params, src, beam_size=k, length_penalty_alpha=alpha,
-                             penalty_type=kind, max_len_a=0.0, max_len_b=max_len)
+  out = decoding.beam_search(model, params, src,
+                             Options(beam_size=k, length_penalty=alpha, length_penalty_type=kind,
+                                     max_len_a=0.0, max_len_b=max_len))
   for b in range(len(src)):
     tgt, scores = _brute_force(model, params, src[b], max_len, alpha, kind)
     order = np.argsort(-scores, kind="stable")
@@ -155,21 +158,21 @@ def test_wide_beam_finds_the_brute_force_best(alpha, kind):
 
 def test_narrow_beam_is_no_worse_than_greedy():
   model, params, src = make(seed=2, tgt_vocab=9, sharpen=2.0)
-  greedy = decoding.greedy(model, params, src, **KW)
-  beam = decoding.beam_search(model, params, src, beam_size=3, length_penalty_alpha=0.0, **KW)
+  greedy = decoding.greedy(model, params, src, Options(length_penalty=0.0, **KW))
+  beam = decoding.beam_search(model, params, src, Options(beam_size=3, length_penalty=0.0, **KW))
   assert np.all(np.asarray(beam.log_probs[:, 0]) >= np.asarray(greedy.log_probs[:, 0]) - 1e-5)
 
 
 def test_padding_and_batch_neighbours_change_nothing():
   model, params, src = make(seed=4, attention="concat", bidirectional=True)
-  whole = decoding.beam_search(model, params, src, beam_size=3, **KW)
+  whole = decoding.beam_search(model, params, src, Options(beam_size=3, **KW))
   padded = np.pad(src, ((0, 0), (0, 3)))
   for b in range(len(src)):
-    alone = decoding.beam_search(model, params, src[b:b + 1], beam_size=3, **KW)
+    alone = decoding.beam_search(model, params, src[b:b + 1], Options(beam_size=3, **KW))
     np.testing.assert_array_equal(alone.tokens, whole.tokens[b:b + 1])
     np.testing.assert_allclose(alone.scores, whole.scores[b:b + 1], atol=1e-5)
   # More padding columns: the limit is computed from the real length.
-  more = decoding.beam_search(model, params, padded, beam_size=3, **KW)
+  more = decoding.beam_search(model, params, padded, Options(beam_size=3, **KW))
   length = whole.tokens.shape[-1]
   np.testing.assert_array_equal(more.tokens[..., :length], whole.tokens)
   assert np.all(np.asarray(more.tokens[..., length:]) == PAD_ID)
@@ -177,17 +180,18 @@ def test_padding_and_batch_neighbours_change_nothing():
 
 def test_sampling():
   model, params, src = make(seed=5, tgt_vocab=7, sharpen=6.0)
-  greedy = decoding.greedy(model, params, src, **KW)
-  cold = decoding.sample(model, params, src, jax.random.PRNGKey(0), temperature=1e-6,
-                         num_samples=3, **KW)
+  greedy = decoding.greedy(model, params, src, Options(length_penalty=0.0, **KW))
+  cold = decoding.sample(model, params, src, jax.random.PRNGKey(0),
+                         Options(length_penalty=0.0, temperature=1e-6, num_samples=3, **KW))
   for n in range(3):
     np.testing.assert_array_equal(cold.tokens[:, n], greedy.tokens[:, 0])
   # The first token's frequencies follow softmax(logits), and top-k keeps the k best.
-  one = decoding.sample(model, params, src[:1], jax.random.PRNGKey(1), num_samples=4000,
-                        max_len_a=0.0, max_len_b=1)
+  one = decoding.sample(model, params, src[:1], jax.random.PRNGKey(1),
+                        Options(length_penalty=0.0, temperature=1.0, num_samples=4000,
+                                max_len_a=0.0, max_len_b=1))
   first = np.asarray(one.tokens[0, :, 0])
   mem, state = model.apply({"params": params}, jnp.asarray(src[:1]),
-                           method=lambda m, s: m.start(m.encode(s)))
+                           method=lambda m, s: m.decoder_start(m.encode(s)))
   _, logits, _ = model.apply({"params": params}, mem, state, jnp.array([SOS_ID]),
                              method=lambda m, *a: m.decode_step(*a))
   logits = np.asarray(logits[0], np.float64)
@@ -198,8 +202,9 @@ def test_sampling():
   freq = np.bincount(first, minlength=len(probs)) / len(first)
   np.testing.assert_allclose(freq, probs, atol=4 * np.sqrt(0.25 / len(first)))
   np.testing.assert_allclose(one.log_probs[0], full_log_probs[first], atol=1e-5)
-  top2 = decoding.sample(model, params, src[:1], jax.random.PRNGKey(2), num_samples=500,
-                         top_k=2, max_len_a=0.0, max_len_b=1)
+  top2 = decoding.sample(model, params, src[:1], jax.random.PRNGKey(2),
+                         Options(length_penalty=0.0, temperature=1.0, num_samples=500, top_k=2,
+                                 max_len_a=0.0, max_len_b=1))
   assert set(np.asarray(top2.tokens[0, :, 0]).tolist()) <= set(np.argsort(-probs)[:2].tolist())
 
 
@@ -207,7 +212,7 @@ def test_max_length_follows_the_source_length():
   model, params, src = make(seed=6)
   params["decoder"]["out_b"] = params["decoder"]["out_b"].at[EOS_ID].set(-1e4)  # never ends
   for a, b in ((0.0, 3), (1.0, 2), (0.5, 1)):
-    out = decoding.beam_search(model, params, src, beam_size=2, max_len_a=a, max_len_b=b)
+    out = decoding.beam_search(model, params, src, Options(beam_size=2, max_len_a=a, max_len_b=b))
     src_len = (src != PAD_ID).sum(1)
     np.testing.assert_array_equal(out.lengths, np.floor(a * src_len + b)[:, None].repeat(2, 1))
     assert out.tokens.shape[-1] == max(1, int(np.floor(a * src.shape[1] + b)))
@@ -235,12 +240,14 @@ def test_top_k_matches_lax_top_k():
 def test_bad_arguments_name_the_field():
   model, params, src = make()
   with pytest.raises(ValueError, match="beam_size"):
-    decoding.beam_search(model, params, src, beam_size=0)
-  with pytest.raises(ValueError, match="alpha must be >= 0"):
-    decoding.beam_search(model, params, src, length_penalty_alpha=-1.0)
-  with pytest.raises(ValueError, match="length penalty type"):
-    decoding.greedy(model, params, src, penalty_type="wu")
+    decoding.beam_search(model, params, src, Options(beam_size=0))
+  with pytest.raises(ValueError, match="length_penalty must be a number >= 0"):
+    decoding.beam_search(model, params, src, Options(length_penalty=-1.0))
+  with pytest.raises(ValueError, match="length_penalty_type='wu' is not valid"):
+    decoding.greedy(model, params, src, Options(length_penalty=0.0, length_penalty_type="wu"))
   with pytest.raises(ValueError, match="temperature"):
-    decoding.sample(model, params, src, jax.random.PRNGKey(0), temperature=0.0)
+    decoding.sample(model, params, src, jax.random.PRNGKey(0),
+                    Options(length_penalty=0.0, temperature=0.0))
   with pytest.raises(ValueError, match="top_k"):
-    decoding.sample(model, params, src, jax.random.PRNGKey(0), top_k=-1)
+    decoding.sample(model, params, src, jax.random.PRNGKey(0),
+                    Options(length_penalty=0.0, temperature=1.0, top_k=-1))

@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from seq2seq_jax import losses
 from seq2seq_jax.tokens import PAD_ID
+from seq2seq_jax.training import losses
 
 
 def test_label_smoothing_matches_formula():

@@ -7,9 +7,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from seq2seq_jax import attention as attn
-from seq2seq_jax import cells, losses, models
+from seq2seq_jax import cells, models
+from seq2seq_jax.models.rnn import RNNConfig, RNNSeq2Seq
+from seq2seq_jax.models.rnn import attention as attn
+from seq2seq_jax.models.rnn.encoder import reverse_within_length
 from seq2seq_jax.tokens import EOS_ID, PAD_ID, SOS_ID
+from seq2seq_jax.training import losses
 
 VOCAB = 13
 
@@ -17,7 +20,7 @@ VOCAB = 13
 def make_model(**kw):
   defaults = dict(src_vocab_size=VOCAB, tgt_vocab_size=VOCAB + 2, embed_dim=6,
                   hidden_dim=8, attention_dim=5)
-  return models.Seq2Seq(**{**defaults, **kw})
+  return RNNSeq2Seq(RNNConfig(**{**defaults, **kw}))
 
 
 def random_batch(seed, batch=4, src_len=7, tgt_len=6, min_len=2):
@@ -40,7 +43,7 @@ def init(model, src, tgt):
 
 def test_reverse_within_length():
   tokens = np.array([[5, 6, 7, 0, 0], [4, 5, 6, 7, 8]])
-  out = models.reverse_within_length(jnp.asarray(tokens), jnp.array([3, 5]))
+  out = reverse_within_length(jnp.asarray(tokens), jnp.array([3, 5]))
   np.testing.assert_array_equal(out, [[7, 6, 5, 0, 0], [8, 7, 6, 5, 4]])
 
 
@@ -60,14 +63,14 @@ def test_padding_changes_nothing(cell, attention, bidirectional, feeding):
   out = model.apply(variables, src, tgt)
   out_pad = model.apply(variables, src_pad, tgt_pad)
   mask = np.asarray(tgt != PAD_ID)
-  np.testing.assert_allclose(np.asarray(out["logits"])[mask],
-                             np.asarray(out_pad["logits"])[:, :tgt.shape[1]][mask], atol=1e-5)
-  loss = losses.masked_cross_entropy(out["logits"], tgt)
-  loss_pad = losses.masked_cross_entropy(out_pad["logits"], tgt_pad)
+  np.testing.assert_allclose(np.asarray(out.logits)[mask],
+                             np.asarray(out_pad.logits)[:, :tgt.shape[1]][mask], atol=1e-5)
+  loss = losses.masked_cross_entropy(out.logits, tgt)
+  loss_pad = losses.masked_cross_entropy(out_pad.logits, tgt_pad)
   np.testing.assert_allclose(loss["loss_sum"], loss_pad["loss_sum"], rtol=1e-5)
   assert loss["num_tokens"] == loss_pad["num_tokens"] == mask.sum()
   if attention != "none":
-    weights = np.asarray(out_pad["attention"])
+    weights = np.asarray(out_pad.attention)
     np.testing.assert_allclose(weights.sum(-1), 1.0, atol=1e-5)
     src_mask = np.asarray(src_pad != PAD_ID)
     assert np.all(weights[np.broadcast_to(~src_mask[:, None, :], weights.shape)] == 0.0)
@@ -85,18 +88,18 @@ def test_teacher_forcing_one_per_step_equals_fast_path(cell, attention, feeding)
 
   def loss(params, **kw):
     out = model.apply({"params": params}, src, tgt, **kw)
-    return losses.masked_cross_entropy(out["logits"], tgt)["loss_sum"], out
+    return losses.masked_cross_entropy(out.logits, tgt)["loss_sum"], out
 
   (l_fast, fast), g_fast = jax.value_and_grad(loss, has_aux=True)(variables["params"])
   (l_step, step), g_step = jax.value_and_grad(loss, has_aux=True)(
       variables["params"], tf_prob=1.0, rng=jax.random.PRNGKey(3), per_step=True)
-  np.testing.assert_allclose(fast["logits"], step["logits"], atol=1e-5)
+  np.testing.assert_allclose(fast.logits, step.logits, atol=1e-5)
   np.testing.assert_allclose(l_fast, l_step, rtol=1e-6)
-  assert float(step["gold_fraction"]) == 1.0
+  assert float(step.gold_fraction) == 1.0
   for a, b in zip(jax.tree.leaves(g_fast), jax.tree.leaves(g_step)):
     np.testing.assert_allclose(a, b, atol=1e-5)
   if attention != "none":
-    np.testing.assert_allclose(fast["attention"], step["attention"], atol=1e-6)
+    np.testing.assert_allclose(fast.attention, step.attention, atol=1e-6)
 
 
 @pytest.mark.parametrize("cell,attention,feeding",
@@ -109,17 +112,17 @@ def test_teacher_forcing_zero_equals_greedy_decoding(cell, attention, feeding):
   src, tgt = random_batch(2)
   variables = init(model, src, tgt)
   out = model.apply(variables, src, tgt, tf_prob=0.0, rng=jax.random.PRNGKey(0))
-  assert float(out["gold_fraction"]) == 0.0
+  assert float(out.gold_fraction) == 0.0
 
   def start(module, src):
-    return module.start(module.encode(src))
+    return module.decoder_start(module.encode(src))
 
   mem, state = model.apply(variables, src, method=start)
   tokens = np.full((src.shape[0],), SOS_ID, np.int32)
   for t in range(tgt.shape[1]):
     state, logits, weights = model.apply(variables, mem, state, jnp.asarray(tokens),
-                                         method=models.Seq2Seq.decode_step)
-    np.testing.assert_allclose(out["logits"][:, t], logits, atol=1e-5)
+                                         method="decode_step")
+    np.testing.assert_allclose(out.logits[:, t], logits, atol=1e-5)
     tokens = np.argmax(np.asarray(logits), axis=-1).astype(np.int32)
 
 
@@ -128,10 +131,10 @@ def test_scheduled_sampling_mixes_gold_and_predictions():
   src, tgt = random_batch(3, batch=64, src_len=5, tgt_len=30, min_len=30)
   variables = init(model, src, tgt)
   out = model.apply(variables, src, tgt, tf_prob=0.3, rng=jax.random.PRNGKey(0))
-  assert 0.25 < float(out["gold_fraction"]) < 0.35
+  assert 0.25 < float(out.gold_fraction) < 0.35
   # A different rng draws other coins.
   out2 = model.apply(variables, src, tgt, tf_prob=0.3, rng=jax.random.PRNGKey(1))
-  assert not np.allclose(out["logits"], out2["logits"])
+  assert not np.allclose(out.logits, out2.logits)
 
 
 @pytest.mark.parametrize("attention,bidirectional", [("concat", True), ("additive", False)])
@@ -145,7 +148,7 @@ def test_model_gradient_matches_finite_differences(attention, bidirectional):
 
     @jax.jit
     def loss(params):
-      logits = model.apply({"params": params}, src, tgt)["logits"]
+      logits = model.apply({"params": params}, src, tgt).logits
       return losses.masked_cross_entropy(logits, tgt, label_smoothing=0.1)["loss_sum"]
 
     grads = jax.grad(loss)(params)
@@ -195,3 +198,34 @@ def test_mismatched_shapes():
 
 def test_cells_registry_is_the_models_choice():
   assert set(cells.CELLS) == {"rnn", "lstm", "gru", "ln_lstm"}
+
+
+def test_build_picks_the_family_and_names_bad_fields():
+  model = models.build({"family": "rnn", "cell": "gru", "hidden_dim": 6}, 11, 7)
+  assert isinstance(model, RNNSeq2Seq)
+  assert (model.config.cell, model.config.hidden_dim, model.config.src_vocab_size,
+          model.config.tgt_vocab_size) == ("gru", 6, 11, 7)
+  assert models.build({"cell": "gru"}, 11, 7).config.cell == "gru"  # saved before families
+  with pytest.raises(ValueError, match="model.family='transformerr' is not valid; valid "
+                     "families: rnn"):
+    models.build({"family": "transformerr"}, 11, 7)
+  with pytest.raises(ValueError, match="cel"):
+    models.build({"family": "rnn", "cel": "gru"}, 11, 7)
+
+
+@pytest.mark.parametrize("score", ["dot", "additive"])
+def test_a_new_attention_score_is_one_registry_entry(score, monkeypatch):
+  """A copy of a score under a new name trains and decodes exactly as the
+  original: nothing outside the registry asks for a score by its name."""
+  monkeypatch.setitem(attn.SCORES, "copy", attn.SCORES[score])
+  src, tgt = random_batch(0)
+  outputs = []
+  for name in (score, "copy"):
+    model = make_model(attention=name, input_feeding=False)
+    params = init(model, src, tgt)
+    out = model.apply(params, src, tgt)
+    mem, state = model.apply(params, src, method=lambda m, s: m.decoder_start(m.encode(s)))
+    _, logits, weights = model.apply(params, mem, state, tgt[:, 0], method="decode_step")
+    outputs.append((jax.tree.map(np.asarray, params), np.asarray(out.logits),
+                    np.asarray(out.attention), np.asarray(logits), np.asarray(weights)))
+  jax.tree.map(np.testing.assert_array_equal, outputs[0], outputs[1])

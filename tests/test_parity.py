@@ -2,7 +2,7 @@
 
 `tests/torch_twin.py` is a JoeyNMT-style encoder-decoder written for these tests (packed
 `nn.LSTM` / `nn.GRU` encoder, a Python loop over `nn.LSTM` decoder steps). With weights
-copied across (dropout off), seq2seq_jax's training objective (`train.loss_and_metrics`:
+copied across (dropout off), seq2seq_jax's training objective (`step.loss_and_metrics`:
 the teacher-forced fast path with the fused output projection, the summed loss over the
 number of sentences) and its per-step path (scheduled sampling's scan, every token gold,
 per-token loss) must give the twin's loss and gradients on real padded batches of
@@ -19,8 +19,9 @@ import torch
 from torch_twin import TorchTwin
 
 from configs import deen_attention
-from seq2seq_jax import data, losses, models, train
+from seq2seq_jax import data, models
 from seq2seq_jax.tokens import PAD_ID
+from seq2seq_jax.training import losses, step
 
 LABEL_SMOOTHING = 0.1
 # cell, attention, bidirectional, input feeding, layers, reverse_source, decoder_init, bucket
@@ -97,8 +98,7 @@ def test_loss_and_gradients_equal_the_torch_twin(batcher, cell, attention, bidir
   kw = dict(cell=cell, attention=attention, bidirectional=bidirectional,
             input_feeding=feeding, num_layers=layers, reverse_source=reverse,
             decoder_init=init, embed_dim=16, hidden_dim=24, attention_dim=12)
-  model = models.Seq2Seq(src_vocab_size=len(dataset.src_vocab),
-                         tgt_vocab_size=len(dataset.tgt_vocab), **kw)
+  model = models.build(kw, len(dataset.src_vocab), len(dataset.tgt_vocab))
   jbatch = {k: jnp.asarray(v) for k, v in batch.items()}
   params = random_biases(model.init(jax.random.PRNGKey(1), jbatch["src"],
                                     jbatch["tgt"])["params"])
@@ -107,7 +107,7 @@ def test_loss_and_gradients_equal_the_torch_twin(batcher, cell, attention, bidir
   # The training objective: fast path, fused output projection and cross-entropy,
   # summed over tokens and divided by the number of sentences.
   twin_loss, twin_grads = twin_loss_and_grads(twin, batch, "sentences")
-  (loss, _), grads = jax.value_and_grad(train.loss_and_metrics, has_aux=True)(
+  (loss, _), grads = jax.value_and_grad(step.loss_and_metrics, has_aux=True)(
       params, model, jbatch, None, jax.random.PRNGKey(0), False, LABEL_SMOOTHING, "sentences")
   np.testing.assert_allclose(float(loss), twin_loss, rtol=1e-5)
   assert_trees_close(grads, twin_grads)
@@ -118,7 +118,7 @@ def test_loss_and_gradients_equal_the_torch_twin(batcher, cell, attention, bidir
   def per_step_loss(params):
     out = model.apply({"params": params}, jbatch["src"], jbatch["tgt"], tf_prob=1.0,
                       rng=jax.random.PRNGKey(0), per_step=True)
-    ce = losses.masked_cross_entropy(out["logits"], jbatch["tgt"], LABEL_SMOOTHING)
+    ce = losses.masked_cross_entropy(out.logits, jbatch["tgt"], LABEL_SMOOTHING)
     return ce["loss_sum"] / ce["num_tokens"]
 
   loss, grads = jax.value_and_grad(per_step_loss)(params)

@@ -14,7 +14,7 @@ import orbax.checkpoint as ocp
 import pytest
 import sacrebleu
 
-from seq2seq_jax.train import TIMING_FIELDS
+from seq2seq_jax.training.workdir import TIMING_FIELDS
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICK = f"--config={ROOT / 'configs' / 'default.py'}:quick"
@@ -157,6 +157,10 @@ def test_corrupt_checkpoint_falls_back_to_the_one_before(uninterrupted, tmp_path
     ("--config.train.batch_size=0", r"train.batch_size must be a positive int, got 0"),
     ("--config.train.loss_normalization=batch",
      r"train.loss_normalization='batch' is not valid; valid choices: sentences, tokens"),
+    ("--config.model.family=transformerr", r"model.family='transformerr' is not valid; valid "
+     r"families: rnn"),
+    ("--config.eval.length_penalty=-1.0", r"eval.length_penalty must be a number >= 0"),
+    ("--config.eval.length_penalty_type=wu", r"eval.length_penalty_type='wu' is not valid"),
 ])
 def test_config_errors_are_one_line_before_training(tmp_path, flag, message):
 

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from seq2seq_jax import schedules
+from seq2seq_jax.training import schedules
 
 STEPS = [0, 1, 10, 500, 1234, 10_000, 50_000]
 

@@ -95,7 +95,7 @@ def test_translate_errors_name_the_line(trained, tmp_path):
       (("--score",), b"one\tein\ntwo ohne tab\n", "stdin:2: --score needs source<TAB>target"),
       (("--beam_size=2", "--nbest=3"), b"one\n", "--nbest must be in [1, --beam_size=2]"),
       (("--checkpoint=7",), b"one\n", "no checkpoint of step 7"),
-      (("--length_penalty=-1",), b"one\n", "alpha must be >= 0"),
+      (("--length_penalty=-1",), b"one\n", "--length_penalty must be a number >= 0"),
   ]
   for flags, stdin, message in cases:
     proc = run("seq2seq_jax.translate", f"--workdir={workdir}", *flags, stdin=stdin,

@@ -1,4 +1,4 @@
-"""A PyTorch twin of `models.Seq2Seq`, written for the parity tests, JoeyNMT-style.
+"""A PyTorch twin of `models.rnn.RNNSeq2Seq`, written for the parity tests, JoeyNMT-style.
 
 Independent of seq2seq_jax's code: `nn.LSTM` / `nn.GRU` over packed sequences for the
 (bidirectional, multi-layer) encoder, so padding is handled by packing rather than by
@@ -21,7 +21,7 @@ RNNS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 
 
 class TorchTwin(nn.Module):
-  """The encoder-decoder of `models.Seq2Seq` for one config (dropout off)."""
+  """The encoder-decoder of `models.rnn.RNNSeq2Seq` for one config (dropout off)."""
 
   def __init__(self, src_vocab_size, tgt_vocab_size, cell="lstm", attention="general",
                embed_dim=8, hidden_dim=8, num_layers=1, bidirectional=False,

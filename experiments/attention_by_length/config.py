@@ -14,15 +14,14 @@ still collapsed onto the sentence-final token; the parity fix of
 
 from pathlib import Path
 
-from seq2seq_jax import hyper
-from seq2seq_jax.config_utils import load_module
+from seq2seq_jax import config_utils, hyper
 
-base = load_module(Path(__file__).resolve().parent.parent / "base.py")
+base = config_utils.load_module(Path(__file__).resolve().parent.parent / "base.py")
 
 
 def get_config(arg=None):
   config = base.translation_config("debian:en-es", num_steps=2000, hidden_dim=128, max_len=60)
-  return base.make_quick(config) if arg == "quick" else config
+  return config_utils.make_quick(config) if arg == "quick" else config
 
 
 def get_sweep(arg=None):

@@ -14,10 +14,9 @@ while the models still differ (and the learning curves show the speed).
 
 from pathlib import Path
 
-from seq2seq_jax import hyper
-from seq2seq_jax.config_utils import load_module
+from seq2seq_jax import config_utils, hyper
 
-base = load_module(Path(__file__).resolve().parent.parent / "base.py")
+base = config_utils.load_module(Path(__file__).resolve().parent.parent / "base.py")
 
 
 
@@ -25,7 +24,7 @@ def get_config(arg=None):
   config = base.number_words_config(500, hidden_dim=64)
   config.model.embed_dim = 32
   config.train.log_every_steps = 25
-  return base.make_quick(config) if arg == "quick" else config
+  return config_utils.make_quick(config) if arg == "quick" else config
 
 
 def get_sweep(arg=None):

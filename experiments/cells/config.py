@@ -9,10 +9,9 @@ pieces, 1500 steps: nine members within the 90-minute budget), three seeds each.
 
 from pathlib import Path
 
-from seq2seq_jax import hyper
-from seq2seq_jax.config_utils import load_module
+from seq2seq_jax import config_utils, hyper
 
-base = load_module(Path(__file__).resolve().parent.parent / "base.py")
+base = config_utils.load_module(Path(__file__).resolve().parent.parent / "base.py")
 
 
 def get_config(arg=None):
@@ -20,7 +19,7 @@ def get_config(arg=None):
   config.model.attention = "dot"
   config.train.checkpoint_every_steps = 250
   config.eval.every_steps = 500
-  return base.make_quick(config) if arg == "quick" else config
+  return config_utils.make_quick(config) if arg == "quick" else config
 
 
 def get_sweep(arg=None):

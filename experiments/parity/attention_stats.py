@@ -26,7 +26,7 @@ def attention_stats(workdir) -> dict:
   config, model, params, src_vocab, tgt_vocab = translate.load_model(workdir, "last")
   src, tgt = data.load(config.dataset, src_vocab, tgt_vocab).arrays["dev"]
   src, tgt = jnp.asarray(src[:PAIRS]), jnp.asarray(tgt[:PAIRS])
-  weights = np.asarray(model.apply({"params": params}, src, tgt)["attention"])  # [B, T, S]
+  weights = np.asarray(model.apply({"params": params}, src, tgt).attention)  # [B, T, S]
   final = model.apply({"params": params}, src, method=lambda m, s: m.encode(s)).final[0]
   src_len = np.asarray(jnp.sum(src != PAD_ID, axis=1))
   tgt_mask = np.asarray(tgt != PAD_ID)

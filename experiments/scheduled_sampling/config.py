@@ -17,10 +17,9 @@ probe), three seeds each.
 
 from pathlib import Path
 
-from seq2seq_jax import hyper
-from seq2seq_jax.config_utils import load_module
+from seq2seq_jax import config_utils, hyper
 
-base = load_module(Path(__file__).resolve().parent.parent / "base.py")
+base = config_utils.load_module(Path(__file__).resolve().parent.parent / "base.py")
 
 STEPS = 1000
 
@@ -30,7 +29,7 @@ def get_config(arg=None):
   config.model.predictions = "sample"  # Bengio feeds back samples from the model
   config.model.attention = "none"
   config.dataset.max_number = 9999
-  return base.make_quick(config) if arg == "quick" else config
+  return config_utils.make_quick(config) if arg == "quick" else config
 
 
 def get_sweep(arg=None):

@@ -10,10 +10,9 @@ without attention, sources as they are or reversed, three seeds each.
 
 from pathlib import Path
 
-from seq2seq_jax import hyper
-from seq2seq_jax.config_utils import load_module
+from seq2seq_jax import config_utils, hyper
 
-base = load_module(Path(__file__).resolve().parent.parent / "base.py")
+base = config_utils.load_module(Path(__file__).resolve().parent.parent / "base.py")
 
 
 def get_config(arg=None):
@@ -24,7 +23,7 @@ def get_config(arg=None):
   # included: without attention that state is all it gets of the source
   # (experiments/attention_by_length/README.md measures what `last` costs there).
   config.model.decoder_init = "last_state"
-  return base.make_quick(config) if arg == "quick" else config
+  return config_utils.make_quick(config) if arg == "quick" else config
 
 
 def get_sweep(arg=None):

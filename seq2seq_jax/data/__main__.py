@@ -7,6 +7,10 @@ import sys
 import ml_collections
 import numpy as np
 
+from seq2seq_jax import data
+from seq2seq_jax.data import debian
+from seq2seq_jax.data.vocab import tokenize
+
 
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(prog="python -m seq2seq_jax.data")
@@ -14,8 +18,6 @@ def main(argv=None) -> None:
   parser.add_argument("name", help="dataset name, e.g. debian:de-en, tsv:PATH, num2words_en_de")
   args = parser.parse_args(argv)
   logging.basicConfig(level=logging.INFO, format="%(message)s")
-  from seq2seq_jax import data
-  from seq2seq_jax.data import debian
   if not data.is_dataset_name(args.name):
     sys.exit(f"error: unknown dataset {args.name!r}; valid: {', '.join(data.dataset_names())}")
   if args.command == "prepare":
@@ -38,7 +40,6 @@ def main(argv=None) -> None:
     by_source = ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) if origin else ""
     print(f"{split}: {len(pairs)} pairs" + (f" ({by_source})" if by_source else ""))
     for side, kind, idx in (("source", src_kind, 0), ("target", tgt_kind, 1)):
-      from seq2seq_jax.data.vocab import tokenize
       lengths = np.array([len(tokenize(p[idx], kind)) for p in pairs])
       q = np.percentile(lengths, [50, 90, 99, 100]).astype(int)
       vocab = len({t for p in pairs for t in tokenize(p[idx], kind)})
@@ -50,7 +51,6 @@ def main(argv=None) -> None:
 
 def _origins(name: str) -> dict:
   """(source, target) -> the third TSV column (where the pair comes from), if any."""
-  from seq2seq_jax import data
   path = data.corpus_path(name)
   if path is None:
     return {}

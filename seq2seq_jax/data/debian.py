@@ -14,6 +14,7 @@ instant.
 """
 
 import fcntl
+import gettext
 import html.parser
 import logging
 import os
@@ -159,7 +160,6 @@ def gettext_pairs(tree: Path, lang="de"):
   Format strings, option listings and markup are dropped; kept where both
   sides have 3+ words and the translation differs from the original.
   """
-  import gettext
   for mo in sorted((tree / "usr" / "share" / "locale" / lang / "LC_MESSAGES").glob("*.mo")):
     with mo.open("rb") as f:
       catalog = gettext.GNUTranslations(f)._catalog

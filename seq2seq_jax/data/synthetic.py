@@ -8,6 +8,7 @@
 * ``addition``: ``"123+45" -> "168"``, character-level.
 """
 
+from num2words import num2words
 import numpy as np
 
 from seq2seq_jax.data import tsv
@@ -16,7 +17,6 @@ LETTERS = [chr(c) for c in range(ord("a"), ord("z") + 1)]
 
 
 def num2words_en_de(cfg):
-  from num2words import num2words  # a dependency of this task only
   if cfg.max_number < 10:
     raise ValueError(f"dataset.max_number must be >= 10, got {cfg.max_number}")
   pairs = [(num2words(n, lang="en"), num2words(n, lang="de")) for n in range(cfg.max_number + 1)]

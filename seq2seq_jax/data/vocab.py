@@ -1,10 +1,13 @@
 """Word- and character-level vocabularies; the special tokens live in `tokens`."""
 
+import base64
 from collections import Counter
+import io
 import json
 import re
 
 import numpy as np
+import sentencepiece as spm
 
 from seq2seq_jax.tokens import EOS_ID, PAD_ID, SPECIAL_TOKENS, UNK_ID
 
@@ -100,15 +103,11 @@ class SentencePieceVocab:
   kind = "sentencepiece"
 
   def __init__(self, model_proto: bytes):
-    import sentencepiece as spm
     self.proto = model_proto
     self.sp = spm.SentencePieceProcessor(model_proto=model_proto)
 
   @classmethod
   def train(cls, texts, vocab_size: int, model_type: str = "unigram") -> "SentencePieceVocab":
-    import io
-
-    import sentencepiece as spm
     if model_type not in ("unigram", "bpe"):
       raise ValueError(f"dataset.spm_model_type={model_type!r} is not valid; valid: unigram, bpe")
     model = io.BytesIO()
@@ -132,7 +131,6 @@ class SentencePieceVocab:
     return self.sp.decode(content_ids(ids))
 
   def save(self, path) -> None:
-    import base64
     with open(path, "w", encoding="utf-8") as f:
       json.dump({"kind": self.kind, "model": base64.b64encode(self.proto).decode()}, f)
 
@@ -142,6 +140,5 @@ def load_vocab(path):
   with open(path, encoding="utf-8") as f:
     data = json.load(f)
   if data["kind"] == SentencePieceVocab.kind:
-    import base64
     return SentencePieceVocab(base64.b64decode(data["model"]))
   return Vocab.from_json(data)

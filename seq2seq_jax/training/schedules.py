@@ -92,3 +92,12 @@ def make_schedule(name: str, **params) -> Schedule:
 def is_always_teacher_forced(name: str, **params) -> bool:
   """True when the schedule is 1 at every step, so no step needs sampling."""
   return name == "constant" and float(params.get("ratio", 1.0)) == 1.0
+
+
+def teacher_forcing_from_config(tf_config) -> Schedule | None:
+  """The schedule of a `train.teacher_forcing` config section (None: always 1)."""
+  params = dict(tf_config)
+  name = params.pop("schedule")
+  if is_always_teacher_forced(name, **params):
+    return None
+  return make_schedule(name, **params)

@@ -1,0 +1,45 @@
+"""Checking a whole config before any work starts: one `ValueError` naming the first bad field."""
+
+from seq2seq_jax import data, decoding, models
+from seq2seq_jax.training import optim, schedules, step
+
+
+def _positive_int(config, field):
+  value = config
+  for part in field.split("."):
+    value = value[part]
+  if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+    raise ValueError(f"{field} must be a positive int, got {value!r}")
+  return value
+
+
+def validate(config) -> None:
+  """Raises ValueError naming the first bad field (and its valid choices)."""
+  if not data.is_dataset_name(config.dataset.name):
+    raise ValueError(f"dataset.name={config.dataset.name!r} is not valid; valid datasets: "
+                     f"{', '.join(data.dataset_names())}")
+  models.family_config(config.model, 8, 8)  # checks model.*
+  schedules.teacher_forcing_from_config(config.train.teacher_forcing)  # checks the schedule
+  optim.optimizer_from_config(config.train)
+  step.check_loss_normalization(config.train.loss_normalization)
+  if not 0.0 <= config.train.label_smoothing < 1.0:
+    raise ValueError(f"train.label_smoothing must be in [0, 1), got "
+                     f"{config.train.label_smoothing!r}")
+  for field in ("train.num_steps", "train.batch_size", "train.keep_checkpoints",
+                "eval.batch_size", "dataset.dev_size", "dataset.test_size"):
+    _positive_int(config, field)
+  log_every = _positive_int(config, "train.log_every_steps")
+  for field in ("train.checkpoint_every_steps", "eval.every_steps"):
+    every = _positive_int(config, field)
+    if every % log_every:  # exact resume restarts at a logging boundary
+      raise ValueError(f"{field}={every} must be a multiple of train.log_every_steps="
+                       f"{log_every}")
+  check_eval_decoding(config.eval)
+
+
+def check_eval_decoding(cfg_eval) -> None:
+  """The decoding fields of an `eval` section."""
+  try:
+    decoding.DecodeOptions.from_eval_config(cfg_eval)
+  except (TypeError, ValueError) as e:
+    raise ValueError(f"eval.{e}") from None

@@ -1,0 +1,42 @@
+"""Model families behind one interface (`models.interface.Seq2SeqModel`).
+
+`build(config.model, src_vocab_size, tgt_vocab_size)` picks the family by
+`config.model.family` and checks its hyperparameters.
+"""
+
+from typing import Any, Mapping
+
+from seq2seq_jax.models import rnn
+from seq2seq_jax.models.interface import ForwardOutput, Seq2SeqModel
+
+# family -> (frozen config struct, module taking it as its one attribute)
+FAMILIES: dict[str, tuple[type, type]] = {
+    "rnn": (rnn.RNNConfig, rnn.RNNSeq2Seq),
+}
+DEFAULT_FAMILY = "rnn"  # a config written before `model.family` existed
+
+
+def family_config(model_config: Mapping[str, Any], src_vocab_size: int,
+                  tgt_vocab_size: int):
+  """The family's config struct of a `config.model` section; ValueError names a bad field."""
+  fields = dict(model_config)
+  family = fields.pop("family", DEFAULT_FAMILY)
+  if family not in FAMILIES:
+    raise ValueError(f"model.family={family!r} is not valid; valid families: "
+                     f"{', '.join(FAMILIES)}")
+  config_type, _ = FAMILIES[family]
+  try:
+    return config_type(src_vocab_size=src_vocab_size, tgt_vocab_size=tgt_vocab_size, **fields)
+  except TypeError as e:  # a field the family does not have
+    raise ValueError(f"model: {e} (family {family!r})") from None
+
+
+def build(model_config: Mapping[str, Any], src_vocab_size: int,
+          tgt_vocab_size: int) -> Seq2SeqModel:
+  """The model of a `config.model` section, for the given vocabulary sizes."""
+  config = family_config(model_config, src_vocab_size, tgt_vocab_size)
+  _, module_type = FAMILIES[model_config.get("family", DEFAULT_FAMILY)]
+  return module_type(config)
+
+
+__all__ = ["FAMILIES", "ForwardOutput", "Seq2SeqModel", "build", "family_config"]

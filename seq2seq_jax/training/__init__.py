@@ -1,0 +1,8 @@
+"""Training: the pure step, optimizer, schedules, losses, checkpoints, workdir files, loop.
+
+`step` (the pure train step and the loss), `optim` (the optimizer), `schedules`
+(teacher-forcing schedules), `losses`, `checkpoints` (orbax), `workdir` (the
+files a run writes: metrics, progress, environment, report) and `run`
+(`train_and_evaluate`, the loop). This file imports none of them, so a lower
+layer can import one without the loop.
+"""
