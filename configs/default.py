@@ -60,7 +60,14 @@ def get_config(arg=None):
       num_steps=3000,
       batch_size=64,
       optimizer="adam",  # adam | sgd
-      learning_rate=3e-3,
+      learning_rate=3e-3,  # the peak with a warmup schedule
+      lr_schedule="constant",  # constant | rsqrt | cosine | halving (training/optim.py)
+      warmup_steps=0,  # rsqrt, cosine: linear warmup steps
+      lr_halve_after=0,  # halving: halved at lr_halve_after + k * lr_halve_every, k >= 1
+      lr_halve_every=1000,
+      adam_b1=0.9,  # the Transformer paper: 0.9, 0.98, 1e-9
+      adam_b2=0.999,
+      adam_eps=1e-8,
       clip_norm=5.0,
       label_smoothing=0.0,
       # sentences: summed token loss / sentences (the RNN recipe: with clip_norm 5 the

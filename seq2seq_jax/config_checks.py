@@ -20,7 +20,7 @@ def validate(config) -> None:
                      f"{', '.join(data.dataset_names())}")
   models.family_config(config.model, 8, 8)  # checks model.*
   schedules.teacher_forcing_from_config(config.train.teacher_forcing)  # checks the schedule
-  optim.optimizer_from_config(config.train)
+  optim.check(config.train)
   step.check_loss_normalization(config.train.loss_normalization)
   if not 0.0 <= config.train.label_smoothing < 1.0:
     raise ValueError(f"train.label_smoothing must be in [0, 1), got "

@@ -46,18 +46,33 @@ def make_quick(config, overrides: dict | None = None):
   return config
 
 
+# Fields added after runs were saved without them, with the value that does what
+# those runs did: the RNN family, a constant learning rate, optax's Adam defaults.
+ADDED_FIELDS = {
+    "model.family": "rnn",
+    "train.lr_schedule": "constant",
+    "train.warmup_steps": 0,
+    "train.lr_halve_after": 0,
+    "train.lr_halve_every": 1000,
+    "train.adam_b1": 0.9,
+    "train.adam_b2": 0.999,
+    "train.adam_eps": 1e-8,
+}
+
+
 def read_saved(path) -> dict:
   """A workdir's `config.json`, in today's field meanings.
 
   A run trained before the learning-parity fix has no `train.loss_normalization`;
   its `model.decoder_init="last"` handed the decoder the encoder's whole final
-  state, cell state included, which is `"last_state"` now. A run from before
-  model families has no `model.family`: it is an `rnn`.
+  state, cell state included, which is `"last_state"` now. A field added since
+  the run gets `ADDED_FIELDS`' value, the one that does what the run did.
   """
   config = json.loads(Path(path).read_text())
-  model = config.get("model", {})
-  if "family" not in model and "cell" in model:  # written before there were families
-    model["family"] = "rnn"
+  for field, value in ADDED_FIELDS.items():
+    section, name = field.split(".")
+    if section in config and name not in config[section]:
+      config[section][name] = value
   if ("loss_normalization" not in config.get("train", {})
       and config.get("model", {}).get("decoder_init") == "last"):
     config["model"]["decoder_init"] = "last_state"

@@ -160,6 +160,8 @@ def test_corrupt_checkpoint_falls_back_to_the_one_before(uninterrupted, tmp_path
     ("--config.model.family=transformerr", r"model.family='transformerr' is not valid; valid "
      r"families: rnn"),
     ("--config.eval.length_penalty=-1.0", r"eval.length_penalty must be a number >= 0"),
+    ("--config.train.lr_schedule=noam", r"train.lr_schedule='noam' is not valid; valid "
+     r"schedules: constant, rsqrt, cosine, halving"),
     ("--config.eval.length_penalty_type=wu", r"eval.length_penalty_type='wu' is not valid"),
 ])
 def test_config_errors_are_one_line_before_training(tmp_path, flag, message):

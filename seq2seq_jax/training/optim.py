@@ -1,23 +1,121 @@
-"""The optimizer: global-norm gradient clipping, then Adam or SGD (optax)."""
+"""The optimizer: global-norm gradient clipping, then Adam or SGD, with a
+learning-rate schedule (optax).
 
+Schedules of the step `i` (updates done, from 0), `lr = train.learning_rate`:
+
+* ``constant``: ``lr``
+* ``rsqrt`` (Vaswani 2017): linear warmup, then the inverse square root,
+  ``lr * min((i+1) / w, sqrt(w / (i+1)))`` with ``w = warmup_steps``: the paper's
+  ``d^-0.5 * min(s^-0.5, s * w^-1.5)`` at ``s = i+1`` when ``lr = (d * w)^-0.5``, so
+  ``lr`` is the peak, reached at step ``w``
+* ``cosine``: linear warmup from 0 over ``warmup_steps``, then cosine decay to 0
+  at ``train.num_steps`` (`optax.warmup_cosine_decay_schedule`)
+* ``halving`` (Luong 2015): ``lr * 0.5 ** floor(max(0, i - K) / N)``, K =
+  ``lr_halve_after``, N = ``lr_halve_every``: halved at K + N, K + 2N, ...
+  (`optax.exponential_decay`, staircase)
+"""
+
+import math
+
+import jax.numpy as jnp
 import optax
 
-OPTIMIZERS = {"adam": optax.adam, "sgd": optax.sgd}
+from seq2seq_jax import config_utils
+
+OPTIMIZERS = ("adam", "sgd")
+LR_SCHEDULES = ("constant", "rsqrt", "cosine", "halving")
 
 
-def make_optimizer(learning_rate: float = 1e-3, clip_norm: float = 5.0,
-                   optimizer: str = "adam") -> optax.GradientTransformation:
-  """Global-norm gradient clipping (off when `clip_norm` is 0), then Adam or SGD."""
+def inverse_sqrt_schedule(peak: float, warmup_steps: int) -> optax.Schedule:
+  """`peak * min((i+1) / w, sqrt(w / (i+1)))`: Vaswani et al.'s schedule, peak at step w."""
+  def schedule(count):
+    s = jnp.asarray(count, jnp.float32) + 1.0
+    return peak * jnp.minimum(s / warmup_steps, jnp.sqrt(warmup_steps / s))
+  return schedule
+
+
+def _get(train_config, field):
+  """A schedule or Adam field; a config saved before it existed gets what it meant."""
+  return train_config.get(field, config_utils.ADDED_FIELDS[f"train.{field}"])
+
+
+def _check_number(field, value, ok, what):
+  if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+      or not ok(value):
+    raise ValueError(f"train.{field} must be {what}, got {value!r}")
+
+
+def _check_int(field, value, low):
+  if isinstance(value, bool) or not isinstance(value, int) or value < low:
+    raise ValueError(f"train.{field} must be an int >= {low}, got {value!r}")
+
+
+def check(train_config) -> None:
+  """Raises ValueError naming the first bad optimizer or schedule field of `config.train`."""
+  if train_config.optimizer not in OPTIMIZERS:
+    raise ValueError(f"unknown train.optimizer {train_config.optimizer!r}; valid optimizers: "
+                     f"{', '.join(OPTIMIZERS)}")
+  _check_number("learning_rate", train_config.learning_rate, lambda v: v > 0, "a number > 0")
+  _check_number("clip_norm", train_config.clip_norm, lambda v: v >= 0, "a number >= 0 (0: off)")
+  name = _get(train_config, "lr_schedule")
+  if name not in LR_SCHEDULES:
+    raise ValueError(f"train.lr_schedule={name!r} is not valid; valid schedules: "
+                     f"{', '.join(LR_SCHEDULES)}")
+  _check_int("warmup_steps", _get(train_config, "warmup_steps"), 1 if name == "rsqrt" else 0)
+  _check_int("lr_halve_after", _get(train_config, "lr_halve_after"), 0)
+  _check_int("lr_halve_every", _get(train_config, "lr_halve_every"), 1)
+  for field in ("adam_b1", "adam_b2"):
+    _check_number(field, _get(train_config, field), lambda v: 0 <= v < 1, "in [0, 1)")
+  _check_number("adam_eps", _get(train_config, "adam_eps"), lambda v: v > 0, "a number > 0")
+
+
+def learning_rate_schedule(train_config) -> optax.Schedule:
+  """`step -> learning rate` of a `config.train` section (see the module docstring)."""
+  lr, name = train_config.learning_rate, _get(train_config, "lr_schedule")
+  warmup = _get(train_config, "warmup_steps")
+  if name == "rsqrt":
+    return inverse_sqrt_schedule(lr, warmup)
+  if name == "cosine":
+    return optax.warmup_cosine_decay_schedule(
+        init_value=0.0, peak_value=lr, warmup_steps=warmup,
+        decay_steps=max(train_config.num_steps, warmup + 1), end_value=0.0)
+  if name == "halving":
+    return optax.exponential_decay(lr, transition_steps=_get(train_config, "lr_halve_every"),
+                                   decay_rate=0.5,
+                                   transition_begin=_get(train_config, "lr_halve_after"),
+                                   staircase=True)
+  return optax.constant_schedule(lr)
+
+
+def make_optimizer(learning_rate=1e-3, clip_norm: float = 5.0, optimizer: str = "adam",
+                   b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8
+                   ) -> optax.GradientTransformation:
+  """Global-norm gradient clipping (off when `clip_norm` is 0), then Adam or SGD.
+
+  `learning_rate` is a number or an optax schedule of the step.
+  """
   if optimizer not in OPTIMIZERS:
     raise ValueError(f"unknown train.optimizer {optimizer!r}; valid optimizers: "
                      f"{', '.join(OPTIMIZERS)}")
-  chain = [OPTIMIZERS[optimizer](learning_rate)]
+  if optimizer == "adam":
+    chain = [optax.adam(learning_rate, b1=b1, b2=b2, eps=eps)]
+  else:
+    chain = [optax.sgd(learning_rate)]
   if clip_norm:
     chain.insert(0, optax.clip_by_global_norm(clip_norm))
   return optax.chain(*chain)
 
 
 def optimizer_from_config(train_config) -> optax.GradientTransformation:
-  """The optimizer of a `config.train` section."""
-  return make_optimizer(train_config.learning_rate, train_config.clip_norm,
-                        train_config.optimizer)
+  """The optimizer of a `config.train` section, checked.
+
+  A constant rate is passed as a number, so the optimizer state has no step
+  counter of its own and checkpoints keep the layout they had before schedules.
+  """
+  check(train_config)
+  constant = _get(train_config, "lr_schedule") == "constant"
+  return make_optimizer(train_config.learning_rate if constant
+                        else learning_rate_schedule(train_config),
+                        train_config.clip_norm, train_config.optimizer,
+                        _get(train_config, "adam_b1"), _get(train_config, "adam_b2"),
+                        _get(train_config, "adam_eps"))

@@ -40,6 +40,7 @@ def _train_record(stats: list[dict], done: int, seconds: float) -> dict:
           "token_accuracy": float(np.mean([m["token_accuracy"] for m in stats])),
           "grad_norm": float(np.mean([m["grad_norm"] for m in stats])),
           "tf_ratio": float(np.mean([m["tf_ratio"] for m in stats])),
+          "learning_rate": float(stats[-1]["learning_rate"]),  # of the interval's last update
           "tokens_per_s": sum(float(m["num_tokens"]) for m in stats) / max(seconds, 1e-9)}
 
 
@@ -72,7 +73,8 @@ def train_and_evaluate(config, workdir, config_mismatch: str = "error") -> dict:
   writer = workdir_files.MetricWriter(workdir, start)
   step_fn = jax.jit(step.make_train_step(
       model, tx, schedules.teacher_forcing_from_config(tc.teacher_forcing), tc.label_smoothing,
-      loss_normalization=tc.loss_normalization), donate_argnums=(0,))
+      loss_normalization=tc.loss_normalization,
+      learning_rate=optim.learning_rate_schedule(tc)), donate_argnums=(0,))
   rng = jax.random.PRNGKey(config.seed)
   progress = workdir_files.Progress(tc.num_steps, start)
   t_start, interval, t_interval = time.time(), [], time.time()

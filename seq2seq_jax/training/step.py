@@ -79,7 +79,8 @@ def loss_and_metrics(params, model, batch: dict, tf_prob, rng: jax.Array,
 def make_train_step(model, tx: optax.GradientTransformation,
                     teacher_forcing: Callable | None = None,
                     label_smoothing: float = 0.0,
-                    loss_normalization: str = "sentences"):
+                    loss_normalization: str = "sentences",
+                    learning_rate: Callable | None = None):
   """Builds the pure `train_step(state, batch, rng) -> (state, metrics)`.
 
   Args:
@@ -89,12 +90,14 @@ def make_train_step(model, tx: optax.GradientTransformation,
       plain teacher forcing, which needs no per-step sampling at all.
     label_smoothing: for the cross-entropy.
     loss_normalization: "sentences" or "tokens", see `loss_and_metrics`.
+    learning_rate: the optimizer's schedule (`step -> rate`), reported as the
+      metric `learning_rate`; None reports none.
 
   Returns:
     the step, not jitted; its metrics are loss, token_accuracy, num_tokens,
-    tf_ratio (the fraction of gold inputs actually read), grad_norm, and
-    tf_prob with a teacher-forcing schedule. The rng of a step is
-    `fold_in(rng, state.step)`.
+    tf_ratio (the fraction of gold inputs actually read), grad_norm,
+    learning_rate (of this update), and tf_prob with a teacher-forcing
+    schedule. The rng of a step is `fold_in(rng, state.step)`.
   """
   check_loss_normalization(loss_normalization)
 
@@ -107,6 +110,8 @@ def make_train_step(model, tx: optax.GradientTransformation,
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics["grad_norm"] = optax.tree.norm(grads)
+    if learning_rate is not None:
+      metrics["learning_rate"] = jnp.asarray(learning_rate(state.step), jnp.float32)
     if tf_prob is not None:
       metrics["tf_prob"] = tf_prob
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
