@@ -90,8 +90,8 @@ class DecodeOptions:
     for name in ("length_penalty", "max_len_a", "temperature"):
       value = getattr(self, name)
       if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) \
-          or not value >= 0.0:
-        raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+          or not 0.0 <= value < math.inf:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
       object.__setattr__(self, name, float(value))  # one compiled program for 5 and 5.0
     for name, low in (("beam_size", 1), ("max_len_b", -10**9), ("top_k", 0),
                       ("num_samples", 1)):
@@ -249,10 +249,11 @@ def _single_path(model, params, src, rng, temperature, max_len_a, max_len_b, alp
                     attention=None if out.attention is None else out.attention[:, None])
 
 
-def greedy(model, params, src, options: DecodeOptions = DecodeOptions()) -> Hypotheses:
+def greedy(model, params, src,
+           options: DecodeOptions = DecodeOptions(length_penalty=0.0)) -> Hypotheses:
   """Greedy decoding of `src [batch, src_len]`: the most probable token at every step.
 
-  The length penalty only changes the reported `scores`.
+  The length penalty only changes the reported `scores` (off by default).
   """
   return _single_path(model, params, jnp.asarray(src), jax.random.PRNGKey(0),
                       1.0, options.max_len_a, options.max_len_b, options.length_penalty,
@@ -396,6 +397,8 @@ def decode(model, params, src, options: DecodeOptions, rng=None) -> Hypotheses:
   """Sampling when `options.temperature` > 0 (needs `rng`), greedy when
   `options.beam_size` is 1, else beam search."""
   if options.temperature > 0:
+    if rng is None:
+      raise ValueError("sampling (temperature > 0) needs an rng key")
     return sample(model, params, src, rng, options)
   if options.beam_size == 1:
     return greedy(model, params, src, options)

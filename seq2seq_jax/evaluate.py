@@ -110,7 +110,7 @@ def evaluate(model, params, dataset, split: str, cfg_eval) -> dict:
   metrics = {"loss": loss, "ppl": math.exp(min(loss, 50.0)), **text_metrics}
   if options.beam_size > 1 and cfg_eval.get("report_greedy", False):
     greedy = decode_corpus(model, params, src, cfg_eval.batch_size,
-                                    dataclasses.replace(options, beam_size=1))
+                           dataclasses.replace(options, beam_size=1))
     greedy_hyps = [dataset.tgt_vocab.decode(row) for row in greedy.tokens[:, 0]]
     greedy_metrics, _, _ = _text_metrics(greedy_hyps, refs, char_level)
     metrics.update({f"greedy_{k}": v for k, v in greedy_metrics.items()})

@@ -159,18 +159,19 @@ def score(model, params, src_vocab, tgt_vocab, pairs, batch_size=64) -> list[flo
 
 def _decode_options(config) -> decoding.DecodeOptions:
   """The flags' decoding options; the length limits default to the workdir's eval section."""
+  sampling = _TEMPERATURE.value > 0  # else --temperature and --top_k are not used
+  if _NBEST.value < 1 or (not sampling and _NBEST.value > _BEAM.value):
+    raise TranslateError(f"--nbest must be in [1, --beam_size={_BEAM.value}], got "
+                         f"{_NBEST.value}")
   overrides = dict(beam_size=_BEAM.value, length_penalty=_ALPHA.value,
-                   length_penalty_type=_PENALTY_TYPE.value, temperature=_TEMPERATURE.value,
-                   top_k=_TOP_K.value)
+                   length_penalty_type=_PENALTY_TYPE.value)
+  if sampling:
+    overrides.update(temperature=_TEMPERATURE.value, top_k=_TOP_K.value,
+                     num_samples=_NBEST.value)
   if _MAX_LEN_A.value is not None:
     overrides["max_len_a"] = _MAX_LEN_A.value
   if _MAX_LEN_B.value is not None:
     overrides["max_len_b"] = _MAX_LEN_B.value
-  if _TEMPERATURE.value > 0:
-    overrides["num_samples"] = _NBEST.value
-  elif not 1 <= _NBEST.value <= _BEAM.value:
-    raise TranslateError(f"--nbest must be in [1, --beam_size={_BEAM.value}], got "
-                         f"{_NBEST.value}")
   try:
     return decoding.DecodeOptions.from_eval_config(config.eval, **overrides)
   except (TypeError, ValueError) as e:

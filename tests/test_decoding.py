@@ -241,13 +241,17 @@ def test_bad_arguments_name_the_field():
   model, params, src = make()
   with pytest.raises(ValueError, match="beam_size"):
     decoding.beam_search(model, params, src, Options(beam_size=0))
-  with pytest.raises(ValueError, match="length_penalty must be a number >= 0"):
+  with pytest.raises(ValueError, match="length_penalty must be a finite number >= 0"):
     decoding.beam_search(model, params, src, Options(length_penalty=-1.0))
   with pytest.raises(ValueError, match="length_penalty_type='wu' is not valid"):
     decoding.greedy(model, params, src, Options(length_penalty=0.0, length_penalty_type="wu"))
   with pytest.raises(ValueError, match="temperature"):
     decoding.sample(model, params, src, jax.random.PRNGKey(0),
                     Options(length_penalty=0.0, temperature=0.0))
+  with pytest.raises(ValueError, match="max_len_a must be a finite number"):
+    Options(max_len_a=float("inf"))
+  with pytest.raises(ValueError, match="needs an rng key"):
+    decoding.decode(model, params, src, Options(temperature=1.0))
   with pytest.raises(ValueError, match="top_k"):
     decoding.sample(model, params, src, jax.random.PRNGKey(0),
                     Options(length_penalty=0.0, temperature=1.0, top_k=-1))

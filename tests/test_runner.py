@@ -159,7 +159,7 @@ def test_corrupt_checkpoint_falls_back_to_the_one_before(uninterrupted, tmp_path
      r"train.loss_normalization='batch' is not valid; valid choices: sentences, tokens"),
     ("--config.model.family=transformerr", r"model.family='transformerr' is not valid; valid "
      r"families: rnn"),
-    ("--config.eval.length_penalty=-1.0", r"eval.length_penalty must be a number >= 0"),
+    ("--config.eval.length_penalty=-1.0", r"eval.length_penalty must be a finite number >= 0"),
     ("--config.train.lr_schedule=noam", r"train.lr_schedule='noam' is not valid; valid "
      r"schedules: constant, rsqrt, cosine, halving"),
     ("--config.eval.length_penalty_type=wu", r"eval.length_penalty_type='wu' is not valid"),

@@ -94,8 +94,9 @@ def test_translate_errors_name_the_line(trained, tmp_path):
       ((f"--input={bad}",), None, "bad.txt:2: not UTF-8"),
       (("--score",), b"one\tein\ntwo ohne tab\n", "stdin:2: --score needs source<TAB>target"),
       (("--beam_size=2", "--nbest=3"), b"one\n", "--nbest must be in [1, --beam_size=2]"),
+      (("--temperature=0.5", "--nbest=0"), b"one\n", "--nbest must be in [1"),
       (("--checkpoint=7",), b"one\n", "no checkpoint of step 7"),
-      (("--length_penalty=-1",), b"one\n", "--length_penalty must be a number >= 0"),
+      (("--length_penalty=-1",), b"one\n", "--length_penalty must be a finite number >= 0"),
   ]
   for flags, stdin, message in cases:
     proc = run("seq2seq_jax.translate", f"--workdir={workdir}", *flags, stdin=stdin,
