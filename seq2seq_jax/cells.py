@@ -1,4 +1,3 @@
 """Moved to `seq2seq_jax.models.rnn.cells`; kept so `from seq2seq_jax import cells` works."""
 
-from seq2seq_jax.models.rnn.cells import *  # noqa: F401,F403
-from seq2seq_jax.models.rnn.cells import CELLS, Cell, get_cell, scan_cell  # noqa: F401
+from seq2seq_jax.models.rnn.cells import *  # noqa: F401,F403  (CELLS, Cell, get_cell, scan_cell, ...)

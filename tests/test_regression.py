@@ -20,9 +20,10 @@ import sys
 
 import pytest
 
+from seq2seq_jax.training.workdir import TIMING_FIELDS
+
 ROOT = Path(__file__).resolve().parent.parent
 ORACLE = Path(__file__).resolve().parent / "oracle"
-TIMING_FIELDS = ("tokens_per_s", "wall_s")  # differ between identical runs
 QUICK = ["--config=configs/default.py:quick", "--config.dataset.name=reverse"]
 RUNS = {
     "as_is": [],

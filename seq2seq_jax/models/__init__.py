@@ -16,14 +16,19 @@ FAMILIES: dict[str, tuple[type, type]] = {
 DEFAULT_FAMILY = "rnn"  # a config written before `model.family` existed
 
 
-def family_config(model_config: Mapping[str, Any], src_vocab_size: int,
-                  tgt_vocab_size: int):
-  """The family's config struct of a `config.model` section; ValueError names a bad field."""
-  fields = dict(model_config)
-  family = fields.pop("family", DEFAULT_FAMILY)
+def _family(model_config: Mapping[str, Any]) -> str:
+  family = model_config.get("family", DEFAULT_FAMILY)
   if family not in FAMILIES:
     raise ValueError(f"model.family={family!r} is not valid; valid families: "
                      f"{', '.join(FAMILIES)}")
+  return family
+
+
+def family_config(model_config: Mapping[str, Any], src_vocab_size: int,
+                  tgt_vocab_size: int):
+  """The family's config struct of a `config.model` section; ValueError names a bad field."""
+  family = _family(model_config)
+  fields = {k: v for k, v in dict(model_config).items() if k != "family"}
   config_type, _ = FAMILIES[family]
   try:
     return config_type(src_vocab_size=src_vocab_size, tgt_vocab_size=tgt_vocab_size, **fields)
@@ -34,9 +39,8 @@ def family_config(model_config: Mapping[str, Any], src_vocab_size: int,
 def build(model_config: Mapping[str, Any], src_vocab_size: int,
           tgt_vocab_size: int) -> Seq2SeqModel:
   """The model of a `config.model` section, for the given vocabulary sizes."""
-  config = family_config(model_config, src_vocab_size, tgt_vocab_size)
-  _, module_type = FAMILIES[model_config.get("family", DEFAULT_FAMILY)]
-  return module_type(config)
+  _, module_type = FAMILIES[_family(model_config)]
+  return module_type(family_config(model_config, src_vocab_size, tgt_vocab_size))
 
 
 __all__ = ["FAMILIES", "ForwardOutput", "Seq2SeqModel", "build", "family_config"]

@@ -50,11 +50,15 @@ def _check_int(field, value, low):
     raise ValueError(f"train.{field} must be an int >= {low}, got {value!r}")
 
 
+def _check_optimizer(name) -> None:
+  if name not in OPTIMIZERS:
+    raise ValueError(f"unknown train.optimizer {name!r}; valid optimizers: "
+                     f"{', '.join(OPTIMIZERS)}")
+
+
 def check(train_config) -> None:
   """Raises ValueError naming the first bad optimizer or schedule field of `config.train`."""
-  if train_config.optimizer not in OPTIMIZERS:
-    raise ValueError(f"unknown train.optimizer {train_config.optimizer!r}; valid optimizers: "
-                     f"{', '.join(OPTIMIZERS)}")
+  _check_optimizer(train_config.optimizer)
   _check_number("learning_rate", train_config.learning_rate, lambda v: v > 0, "a number > 0")
   _check_number("clip_norm", train_config.clip_norm, lambda v: v >= 0, "a number >= 0 (0: off)")
   name = _get(train_config, "lr_schedule")
@@ -94,9 +98,7 @@ def make_optimizer(learning_rate=1e-3, clip_norm: float = 5.0, optimizer: str = 
 
   `learning_rate` is a number or an optax schedule of the step.
   """
-  if optimizer not in OPTIMIZERS:
-    raise ValueError(f"unknown train.optimizer {optimizer!r}; valid optimizers: "
-                     f"{', '.join(OPTIMIZERS)}")
+  _check_optimizer(optimizer)
   if optimizer == "adam":
     chain = [optax.adam(learning_rate, b1=b1, b2=b2, eps=eps)]
   else:
