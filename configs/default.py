@@ -38,7 +38,8 @@ def get_config(arg=None):
   ))
 
   config.model = ml_collections.ConfigDict(dict(
-      family="rnn",  # rnn: the fields below (seq2seq_jax/models/rnn/config.py)
+      family="rnn",  # rnn | transformer
+      # rnn (seq2seq_jax/models/rnn/config.py)
       cell="lstm",  # rnn | lstm | gru | ln_lstm
       attention="general",  # none | dot | general | concat | additive | scaled_dot
       embed_dim=64,
@@ -54,6 +55,19 @@ def get_config(arg=None):
       dtype="float32",  # float32 | bfloat16
       predictions="argmax",  # argmax | sample: what scheduled sampling feeds back
       unroll=1,
+      # transformer (seq2seq_jax/models/transformer/config.py); dropout, dtype and
+      # predictions above are shared, the other rnn fields are not read
+      d_model=256,
+      num_heads=4,
+      ff_dim=1024,
+      encoder_layers=3,
+      decoder_layers=3,
+      attention_dropout=0.0,
+      norm="post",  # post (the paper) | pre
+      positions="sinusoidal",  # sinusoidal | learned
+      max_len=512,  # longest sequence of learned positions
+      share_embeddings=False,  # needs one vocabulary for source and target
+      tie_output=False,  # output projection = target embedding transposed
   ))
 
   config.train = ml_collections.ConfigDict(dict(

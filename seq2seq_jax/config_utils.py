@@ -26,6 +26,11 @@ QUICK = {  # a tiny model, few steps, 100 dev and test sentences
     "model.embed_dim": 16,
     "model.hidden_dim": 32,
     "model.attention_dim": 16,
+    "model.d_model": 32,  # the transformer family
+    "model.num_heads": 2,
+    "model.ff_dim": 64,
+    "model.encoder_layers": 2,
+    "model.decoder_layers": 2,
     "train.num_steps": 20,
     "train.log_every_steps": 10,
     "train.checkpoint_every_steps": 10,
@@ -47,9 +52,21 @@ def make_quick(config, overrides: dict | None = None):
 
 
 # Fields added after runs were saved without them, with the value that does what
-# those runs did: the RNN family, a constant learning rate, optax's Adam defaults.
+# those runs did: the RNN family (and the transformer's fields, which it does not
+# read, at configs/default.py's values), a constant learning rate, optax's Adam defaults.
 ADDED_FIELDS = {
     "model.family": "rnn",
+    "model.d_model": 256,
+    "model.num_heads": 4,
+    "model.ff_dim": 1024,
+    "model.encoder_layers": 3,
+    "model.decoder_layers": 3,
+    "model.attention_dropout": 0.0,
+    "model.norm": "post",
+    "model.positions": "sinusoidal",
+    "model.max_len": 512,
+    "model.share_embeddings": False,
+    "model.tie_output": False,
     "train.lr_schedule": "constant",
     "train.warmup_steps": 0,
     "train.lr_halve_after": 0,

@@ -167,10 +167,11 @@ def top_k(x: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
   return values, jnp.take_along_axis(best_blocks, j // block, axis=1) * block + j % block
 
 
-def _start(model, params, src):
-  """The decoder's `(memory, state)` for `src [batch, src_len]`."""
+def _start(model, params, src, max_len: int):
+  """The decoder's `(memory, state)` for `src [batch, src_len]` and outputs of
+  at most `max_len` tokens."""
   return model.apply({"params": params}, src,
-                     method=lambda m, s: m.decoder_start(m.encode(s)))
+                     method=lambda m, s: m.decoder_start(m.encode(s), max_len))
 
 
 def _step(model, params, mem, state, tokens):
@@ -204,7 +205,7 @@ def _single_path(model, params, src, rng, temperature, max_len_a, max_len_b, alp
                  max_len, top_k_size, sample, with_attention, penalty_type):
   batch, src_len = src.shape
   limits = _limits(src, max_len_a, max_len_b, max_len)
-  mem, decoder_state = _start(model, params, src)
+  mem, decoder_state = _start(model, params, src, max_len)
   track = _tracks_attention(model, with_attention)
 
   def choose(lp, key):
@@ -315,7 +316,7 @@ def _beam_search(model, params, src, max_len_a, max_len_b, alpha, *, beam_size, 
   k = beam_size
   limits = _limits(src, max_len_a, max_len_b, max_len)
   best_penalty = length_penalty(limits, alpha, penalty_type)  # the largest a hypothesis can get
-  mem, decoder_state = _start(model, params, src)
+  mem, decoder_state = _start(model, params, src, max_len)
   # Every row of the decoder works on one hypothesis: [batch * K, ...].
   mem, decoder_state = jax.tree.map(lambda x: jnp.repeat(x, k, axis=0), (mem, decoder_state))
   track = _tracks_attention(model, with_attention)

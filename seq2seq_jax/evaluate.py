@@ -125,14 +125,57 @@ def evaluate(model, params, dataset, split: str, cfg_eval) -> dict:
   }
 
 
-def plot_attention(weights, src_tokens, out_tokens, path, title=""):
-  """Heatmap of `weights [out_len, src_len]` with the tokens on the axes."""
+def attention_heads(model, params, src_ids: np.ndarray, out_ids: np.ndarray):
+  """Every layer's and head's cross-attention while the model reads its own output.
+
+  Args:
+    src_ids: `[src_len]` one source sentence.
+    out_ids: `[out_len]` its output, `<eos>` included.
+
+  Returns:
+    `[layers, heads, out_len, src_len]`, or None for a model without heads. The
+    weights equal those of decoding that output (the decoder sees the same prefix).
+  """
+  out = model.apply({"params": params}, jnp.asarray(src_ids[None]), jnp.asarray(out_ids[None]))
+  return None if out.heads is None else np.asarray(out.heads[0])
+
+
+def _pyplot():
   # Imported here: pyplot adds 0.5 s to every start-up (measured; translate and
   # the sweep driver import this module), and the backend must be set first.
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+  return plt
 
+
+def plot_attention_heads(heads, src_tokens, out_tokens, path, title=""):
+  """One PNG: a grid of `heads [layers, heads, out_len, src_len]`, a row a layer."""
+  plt = _pyplot()
+  heads = np.asarray(heads)[:, :, :len(out_tokens), :len(src_tokens)]
+  rows, cols = heads.shape[:2]
+  cell_w, cell_h = 0.8 + 0.18 * len(src_tokens), 0.8 + 0.14 * len(out_tokens)
+  fig, axes = plt.subplots(rows, cols, figsize=(cols * cell_w + 1.0, rows * cell_h + 0.8),
+                           squeeze=False)
+  for layer in range(rows):
+    for head in range(cols):
+      ax = axes[layer, head]
+      ax.imshow(heads[layer, head], cmap="viridis", aspect="auto", vmin=0.0, vmax=1.0)
+      ax.set_title(f"layer {layer + 1}, head {head + 1}", fontsize=7)
+      bottom, left = layer == rows - 1, head == 0
+      ax.set_xticks(range(len(src_tokens)), src_tokens if bottom else [], rotation=90,
+                    fontsize=5)
+      ax.set_yticks(range(len(out_tokens)), out_tokens if left else [], fontsize=5)
+  if title:
+    fig.suptitle(title, fontsize=9)
+  fig.tight_layout()
+  fig.savefig(path, dpi=90)
+  plt.close(fig)
+
+
+def plot_attention(weights, src_tokens, out_tokens, path, title=""):
+  """Heatmap of `weights [out_len, src_len]` with the tokens on the axes."""
+  plt = _pyplot()
   weights = np.asarray(weights)[:len(out_tokens), :len(src_tokens)]
   fig, ax = plt.subplots(figsize=(1.0 + 0.45 * len(src_tokens), 1.0 + 0.3 * len(out_tokens)))
   ax.imshow(weights, cmap="viridis", aspect="auto", vmin=0.0, vmax=1.0)

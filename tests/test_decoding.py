@@ -10,19 +10,27 @@ import pytest
 from seq2seq_jax import decoding
 from seq2seq_jax.decoding import DecodeOptions as Options
 from seq2seq_jax.models.rnn import RNNConfig, RNNSeq2Seq
+from seq2seq_jax.models.transformer import TransformerConfig, TransformerSeq2Seq
 from seq2seq_jax.tokens import EOS_ID, PAD_ID, SOS_ID
 
 SRC_VOCAB = 11
 
 
-def make(seed=0, tgt_vocab=12, sharpen=4.0, **kw):
+def make(seed=0, tgt_vocab=12, sharpen=4.0, family="rnn", **kw):
   """A random model whose output distributions are far from uniform."""
-  defaults = dict(src_vocab_size=SRC_VOCAB, tgt_vocab_size=tgt_vocab, embed_dim=6,
-                  hidden_dim=8, attention_dim=5, cell="lstm", attention="general")
-  model = RNNSeq2Seq(RNNConfig(**{**defaults, **kw}))
+  if family == "transformer":
+    defaults = dict(src_vocab_size=SRC_VOCAB, tgt_vocab_size=tgt_vocab, d_model=8, num_heads=2,
+                    ff_dim=16, encoder_layers=2, decoder_layers=2, dropout=0.0)
+    model = TransformerSeq2Seq(TransformerConfig(**{**defaults, **kw}))
+  else:
+    defaults = dict(src_vocab_size=SRC_VOCAB, tgt_vocab_size=tgt_vocab, embed_dim=6,
+                    hidden_dim=8, attention_dim=5, cell="lstm", attention="general")
+    model = RNNSeq2Seq(RNNConfig(**{**defaults, **kw}))
   src = source_batch(seed)
   params = model.init(jax.random.PRNGKey(seed), src, src)["params"]
-  params["decoder"]["out_w"] = params["decoder"]["out_w"] * sharpen
+  output = params if family == "transformer" else params["decoder"]
+  name = "out_w" if "out_w" in output else "tgt_embedding"  # tied: the embedding projects
+  output[name] = output[name] * sharpen
   return model, params, src
 
 
@@ -69,6 +77,8 @@ VARIANTS = [
     dict(cell="ln_lstm", attention="concat", num_layers=2),
     dict(cell="lstm", attention="additive", input_feeding=True, reverse_source=True),
     dict(cell="gru", attention="scaled_dot", context_every_step=True, decoder_init="learned"),
+    dict(family="transformer"),
+    dict(family="transformer", norm="pre", positions="learned", tie_output=True),
 ]
 KW = dict(max_len_a=1.0, max_len_b=2)
 
@@ -137,12 +147,18 @@ def _brute_force(model, params, src_row, max_len, alpha, kind):
   return tgt, np.asarray(lp, np.float64) / base ** alpha
 
 
-@pytest.mark.parametrize("alpha,kind", [(0.0, "gnmt"), (1.0, "gnmt"), (1.0, "average")])
-def test_wide_beam_finds_the_brute_force_best(alpha, kind):
+FAMILY_KW = {"rnn": dict(attention="dot", input_feeding=True), "transformer": {}}
+
+
+@pytest.mark.parametrize("alpha,kind,family", [(0.0, "gnmt", "rnn"), (1.0, "gnmt", "rnn"),
+                                               (1.0, "average", "rnn"),
+                                               (0.0, "gnmt", "transformer"),
+                                               (1.0, "average", "transformer")])
+def test_wide_beam_finds_the_brute_force_best(alpha, kind, family):
   """A beam wider than the number of prefixes is exact: its n-best list is the
   brute-force ranking of all (4 + 4^2 + ... ) sequences over a 3-word vocabulary."""
-  model, params, src = make(seed=1, tgt_vocab=6, sharpen=3.0, attention="dot",
-                            input_feeding=True)
+  model, params, src = make(seed=1, tgt_vocab=6, sharpen=3.0, family=family,
+                            **FAMILY_KW[family])
   # 3 words + EOS: at most 27 live prefixes; of the 108 candidates of the last
   # step (all of one length) the 81 best are more than any top 10 needs.
   max_len, k = 4, 81
@@ -163,8 +179,10 @@ def test_narrow_beam_is_no_worse_than_greedy():
   assert np.all(np.asarray(beam.log_probs[:, 0]) >= np.asarray(greedy.log_probs[:, 0]) - 1e-5)
 
 
-def test_padding_and_batch_neighbours_change_nothing():
-  model, params, src = make(seed=4, attention="concat", bidirectional=True)
+@pytest.mark.parametrize("family,kw", [("rnn", dict(attention="concat", bidirectional=True)),
+                                       ("transformer", {})])
+def test_padding_and_batch_neighbours_change_nothing(family, kw):
+  model, params, src = make(seed=4, family=family, **kw)
   whole = decoding.beam_search(model, params, src, Options(beam_size=3, **KW))
   padded = np.pad(src, ((0, 0), (0, 3)))
   for b in range(len(src)):
@@ -178,8 +196,9 @@ def test_padding_and_batch_neighbours_change_nothing():
   assert np.all(np.asarray(more.tokens[..., length:]) == PAD_ID)
 
 
-def test_sampling():
-  model, params, src = make(seed=5, tgt_vocab=7, sharpen=6.0)
+@pytest.mark.parametrize("family", ["rnn", "transformer"])
+def test_sampling(family):
+  model, params, src = make(seed=5, tgt_vocab=7, sharpen=6.0, family=family)
   greedy = decoding.greedy(model, params, src, Options(length_penalty=0.0, **KW))
   cold = decoding.sample(model, params, src, jax.random.PRNGKey(0),
                          Options(length_penalty=0.0, temperature=1e-6, num_samples=3, **KW))

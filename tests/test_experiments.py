@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENTS = sorted(p.parent.name for p in (ROOT / "experiments").glob("*/config.py"))
 # members of each reproduction; every cell of its table has 3 seeds
 EXPECTED = {"attention_by_length": 9, "attention_scores": 24, "cells": 9, "parity": 3,
-            "scheduled_sampling": 15, "source_reversal": 6}
+            "scheduled_sampling": 15, "source_reversal": 6,
+            "transformer_vs_lstm": 6}
 
 
 def load(name):

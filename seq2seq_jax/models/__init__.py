@@ -4,14 +4,16 @@
 `config.model.family` and checks its hyperparameters.
 """
 
+import dataclasses
 from typing import Any, Mapping
 
-from seq2seq_jax.models import rnn
+from seq2seq_jax.models import rnn, transformer
 from seq2seq_jax.models.interface import ForwardOutput, Seq2SeqModel
 
 # family -> (frozen config struct, module taking it as its one attribute)
 FAMILIES: dict[str, tuple[type, type]] = {
     "rnn": (rnn.RNNConfig, rnn.RNNSeq2Seq),
+    "transformer": (transformer.TransformerConfig, transformer.TransformerSeq2Seq),
 }
 DEFAULT_FAMILY = "rnn"  # a config written before `model.family` existed
 
@@ -26,10 +28,18 @@ def _family(model_config: Mapping[str, Any]) -> str:
 
 def family_config(model_config: Mapping[str, Any], src_vocab_size: int,
                   tgt_vocab_size: int):
-  """The family's config struct of a `config.model` section; ValueError names a bad field."""
+  """The family's config struct of a `config.model` section; ValueError names a bad field.
+
+  One `config.model` may hold the fields of several families (a sweep that
+  compares them, `configs/default.py`); the fields of the other families are
+  left out. A field that no family has is an error.
+  """
   family = _family(model_config)
-  fields = {k: v for k, v in dict(model_config).items() if k != "family"}
   config_type, _ = FAMILIES[family]
+  own = {f.name for f in dataclasses.fields(config_type)}
+  others = {f.name for t, _ in FAMILIES.values() for f in dataclasses.fields(t)} - own
+  fields = {k: v for k, v in dict(model_config).items()
+            if k != "family" and k not in others}
   try:
     return config_type(src_vocab_size=src_vocab_size, tgt_vocab_size=tgt_vocab_size, **fields)
   except TypeError as e:  # a field the family does not have

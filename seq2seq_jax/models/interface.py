@@ -15,6 +15,7 @@ Token arrays are int32, padded with `PAD_ID` at the end: `src [batch, src_len]`,
 from typing import Any, NamedTuple, Protocol
 
 import jax
+import jax.numpy as jnp
 
 
 class ForwardOutput(NamedTuple):
@@ -23,6 +24,22 @@ class ForwardOutput(NamedTuple):
   features: jax.Array | None  # [batch, tgt_len, d] the output layer's input (tf_prob=None)
   attention: jax.Array | None  # [batch, tgt_len, src_len]; None without attention
   gold_fraction: jax.Array  # [] the fraction of steps after the first that read gold
+  # [batch, layers, heads, tgt_len, src_len] cross-attention of every layer and
+  # head, for a multi-head family (`attention` is then the last layer's mean)
+  heads: jax.Array | None = None
+
+
+def check_batch(src: jax.Array, tgt: jax.Array) -> None:
+  """Shape and dtype errors that would otherwise surface deep inside a model."""
+  for name, x in (("src", src), ("tgt", tgt)):
+    if x.ndim != 2 or not jnp.issubdtype(x.dtype, jnp.integer):
+      raise ValueError(f"{name} must be int token ids [batch, length], got "
+                       f"{x.dtype} {tuple(x.shape)}")
+    if x.shape[1] == 0:
+      raise ValueError(f"{name} has length 0: {tuple(x.shape)}")
+  if src.shape[0] != tgt.shape[0]:
+    raise ValueError(f"src and tgt batch sizes differ: src {tuple(src.shape)}, "
+                     f"tgt {tuple(tgt.shape)}")
 
 
 class Seq2SeqModel(Protocol):
@@ -61,8 +78,10 @@ class Seq2SeqModel(Protocol):
   def encode(self, src: jax.Array, train: bool = False) -> Any:
     """The encoder's output for `src [batch, src_len]`."""
 
-  def decoder_start(self, encoded: Any) -> tuple[Any, Any]:
-    """`(memory, state)`: what every decoder step reads, and the initial state."""
+  def decoder_start(self, encoded: Any, max_len: int = 0) -> tuple[Any, Any]:
+    """`(memory, state)`: what every decoder step reads, and the initial state
+    for decoding at most `max_len` tokens (0: the family's own limit; a
+    family with a key/value cache sizes it by this)."""
 
   def decode_step(self, memory: Any, state: Any,
                   tokens: jax.Array) -> tuple[Any, jax.Array, jax.Array | None]:

@@ -9,6 +9,7 @@ import jax
 import numpy as np
 
 from seq2seq_jax import config_checks, data, evaluate, models
+from seq2seq_jax.tokens import EOS_ID, PAD_ID
 from seq2seq_jax.training import checkpoints, optim, schedules, step
 from seq2seq_jax.training import workdir as workdir_files
 
@@ -30,7 +31,24 @@ def _evaluate_and_record(config, model, params, dataset, split, step_number, wri
       evaluate.plot_attention(result["attention"][i], src_tokens, out_tokens,
                               workdir / "attention" / f"{plots_prefix}_{i}.png",
                               title=f"step {step_number}: {result['hypotheses'][i]}")
+    if plots_prefix.startswith("final"):  # every head of a multi-head model, once
+      _plot_heads(model, params, dataset, split, result, workdir / "attention" /
+                  f"{plots_prefix}_heads.png", step_number)
   return result
+
+
+def _plot_heads(model, params, dataset, split, result, path, step_number):
+  """The grid of every layer's and head's attention for the split's first sentence."""
+  src_ids = dataset.arrays[split][0][0]
+  out_ids = np.asarray(result["output_ids"][0])
+  out_ids = out_ids[out_ids != PAD_ID]  # the output, <eos> included when it ended
+  if not out_ids.size or out_ids[-1] != EOS_ID:
+    out_ids = np.append(out_ids, EOS_ID)
+  heads = evaluate.attention_heads(model, params, src_ids, out_ids)
+  if heads is not None:
+    evaluate.plot_attention_heads(
+        heads, dataset.src_vocab.tokens(src_ids), dataset.tgt_vocab.tokens(out_ids) + ["<eos>"],
+        path, title=f"step {step_number}: {result['hypotheses'][0]}")
 
 
 def _train_record(stats: list[dict], done: int, seconds: float) -> dict:

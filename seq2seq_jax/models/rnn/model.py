@@ -11,7 +11,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from seq2seq_jax.models.interface import ForwardOutput
+from seq2seq_jax.models.interface import ForwardOutput, check_batch
 from seq2seq_jax.models.rnn import attention as attn
 from seq2seq_jax.models.rnn import cells, decoder
 from seq2seq_jax.models.rnn.config import RNNConfig
@@ -19,19 +19,6 @@ from seq2seq_jax.models.rnn.decoder import Decoder
 from seq2seq_jax.models.rnn.encoder import Encoder, EncoderOutput
 from seq2seq_jax.models.rnn.layers import cast, dropout_scale, state_dtype
 from seq2seq_jax.tokens import SOS_ID
-
-
-def _check_batch(src, tgt) -> None:
-  """Shape and dtype errors that would otherwise surface deep inside a scan."""
-  for name, x in (("src", src), ("tgt", tgt)):
-    if x.ndim != 2 or not jnp.issubdtype(x.dtype, jnp.integer):
-      raise ValueError(f"{name} must be int token ids [batch, length], got "
-                       f"{x.dtype} {tuple(x.shape)}")
-    if x.shape[1] == 0:
-      raise ValueError(f"{name} has length 0: {tuple(x.shape)}")
-  if src.shape[0] != tgt.shape[0]:
-    raise ValueError(f"src and tgt batch sizes differ: src {tuple(src.shape)}, "
-                     f"tgt {tuple(tgt.shape)}")
 
 
 def _batch_major(x):
@@ -58,7 +45,9 @@ class RNNSeq2Seq(nn.Module):
   def decoder_params(self):
     return cast(self.decoder.params_dict(), self.config.compute_dtype)
 
-  def decoder_start(self, enc: EncoderOutput) -> tuple[decoder.Memory, decoder.DecoderState]:
+  def decoder_start(self, enc: EncoderOutput,
+                    max_len: int = 0) -> tuple[decoder.Memory, decoder.DecoderState]:
+    del max_len  # the recurrent state does not grow with the output
     return decoder.start(self.config, self.decoder_params(), enc,
                          self.decoder.initial_carries(enc))
 
@@ -84,7 +73,7 @@ class RNNSeq2Seq(nn.Module):
     projections of all steps before the scan and the output projection after
     it. A traced `tf_prob` of 1 takes that path through `jax.lax.cond`.
     """
-    _check_batch(src, tgt)
+    check_batch(src, tgt)
     cfg = self.config
     enc = self.encode(src, train=train)
     mem, state = self.decoder_start(enc)
