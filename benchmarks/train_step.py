@@ -1,6 +1,7 @@
 """One training step at the reference size: seq2seq_jax against PyTorch and Flax.
 
-    python benchmarks/train_step.py [--steps 8] [--rows none,dot,feed,sampled] [--bf16]
+    python benchmarks/train_step.py [--steps 8] [--rows none,dot,feed,sampled,transformer]
+        [--bf16]
 
 Reference size: 1-layer LSTM encoder and decoder, batch 64, source and target
 length 30, vocabularies of 8000, embedding 256, hidden 512, Adam, global-norm
@@ -10,7 +11,15 @@ sampling at teacher-forcing probability 0.5: per token the gold token or the
 argmax prediction, so the output projection sits inside the time loop). The
 implementations run the same architecture in this one process, measured
 round-robin (one step of each in turn) so that load on a shared machine hits
-them alike; the table gives medians.
+them alike; the table gives medians. Still, when other jobs keep the cores
+busy, PyTorch's two OpenMP threads (a barrier after every operator) lose far
+more than XLA does: compare on an otherwise idle machine.
+
+Transformer rows (the same batch, lengths and vocabularies; post-norm, ReLU,
+layer norm eps 1e-5, dropout 0, plain teacher forcing): `transformer` (the
+`small` preset: d_model 256, 4 heads, feed-forward 1024, 3+3 layers) and, not
+among the default rows, `transformer_base` (the paper's base: 512, 8, 2048,
+6+6).
 
 * seq2seq_jax: `models.build` + `training.step.make_train_step`, jitted with donation
   as the training loop does.
@@ -18,9 +27,14 @@ them alike; the table gives medians.
   is `nn.LSTM` over the whole target where nothing feeds back, else an
   `nn.LSTMCell` loop over time (as OpenNMT-py and JoeyNMT do); dot attention
   batched with `bmm` where it can be. `--bf16` adds rows under `torch.autocast`.
+  For the Transformer rows: `nn.Transformer(batch_first=True)` of the same
+  architecture (its final norms removed, as post-norm has none), embeddings
+  times sqrt(d) plus the same sinusoidal positions, source padding masks and
+  the causal mask, an output `nn.Linear`, the same loss, Adam and
+  `clip_grad_norm_`.
 * Flax: `nn.RNN(nn.OptimizedLSTMCell)` encoder and decoder, dot attention
   batched after the decoder; input feeding as `nn.scan` over a step module
-  (no `sampled` row).
+  (no `sampled` row, and no Transformer rows: '-').
 
 GFLOP/s counts the matmuls of the forward pass times 3 (forward + backward).
 """
@@ -38,6 +52,8 @@ import optax
 import torch
 
 from seq2seq_jax import models
+from seq2seq_jax.models.transformer.layers import sinusoidal_positions
+from seq2seq_jax.tokens import PAD_ID
 from seq2seq_jax.training import optim
 from seq2seq_jax.training import step as train_step
 
@@ -45,6 +61,14 @@ B, S, T, V, E, H = 64, 30, 30, 8000, 256, 512
 # row: (attention, input feeding, teacher-forcing probability)
 ROWS = {"none": ("none", False, 1.0), "dot": ("dot", False, 1.0), "feed": ("dot", True, 1.0),
         "sampled": ("dot", False, 0.5)}
+# row: Transformer hyperparameters (config.model fields)
+TRANSFORMER_ROWS = {
+    "transformer": dict(d_model=256, num_heads=4, ff_dim=1024, encoder_layers=3,
+                        decoder_layers=3),
+    "transformer_base": dict(d_model=512, num_heads=8, ff_dim=2048, encoder_layers=6,
+                             decoder_layers=6),
+}
+DEFAULT_ROWS = "none,dot,feed,sampled,transformer"
 
 
 def step_gflops(attention: str, feeding: bool) -> float:
@@ -54,6 +78,16 @@ def step_gflops(attention: str, feeding: bool) -> float:
   att = 0 if attention == "none" else 2 * B * T * (2 * S * H + 2 * H * H)
   out = 2 * B * T * H * V
   return 3 * (enc + dec + att + out) / 1e9
+
+
+def transformer_gflops(d_model, ff_dim, encoder_layers, decoder_layers, **_) -> float:
+  """Matmul FLOPs of one Transformer training step (forward x 3), in GFLOP."""
+  d, f = d_model, ff_dim
+  enc = 2 * B * S * (4 * d * d + 2 * d * f) + 2 * 2 * B * S * S * d
+  dec = (2 * B * T * (4 * d * d + 2 * d * d + 2 * d * f) + 2 * B * S * 2 * d * d
+         + 2 * 2 * B * T * T * d + 2 * 2 * B * T * S * d)
+  out = 2 * B * T * d * V
+  return 3 * (encoder_layers * enc + decoder_layers * dec + out) / 1e9
 
 
 def random_batch(seed: int = 0):
@@ -75,6 +109,22 @@ def ours_step(attention, feeding, tf_prob, dtype):
   state = train_step.init_state(model, tx, jax.random.PRNGKey(0), batch)
   schedule = None if tf_prob == 1.0 else lambda i: tf_prob
   step = jax.jit(train_step.make_train_step(model, tx, schedule), donate_argnums=(0,))
+  holder = {"state": state}
+  rng = jax.random.PRNGKey(1)
+
+  def run():
+    holder["state"], metrics = step(holder["state"], batch, rng)
+    return float(metrics["loss"])
+  return run
+
+
+def ours_transformer_step(cfg: dict, dtype):
+  model = models.build(dict(family="transformer", dropout=0.0, dtype=dtype, **cfg), V, V)
+  src, tgt = random_batch()
+  batch = {"src": jnp.asarray(src), "tgt": jnp.asarray(tgt)}
+  tx = optim.make_optimizer(learning_rate=1e-3, clip_norm=5.0)
+  state = train_step.init_state(model, tx, jax.random.PRNGKey(0), batch)
+  step = jax.jit(train_step.make_train_step(model, tx), donate_argnums=(0,))
   holder = {"state": state}
   rng = jax.random.PRNGKey(1)
 
@@ -142,6 +192,53 @@ class TorchSeq2Seq(torch.nn.Module):
 def torch_step(attention, feeding, tf_prob, autocast):
   torch.manual_seed(0)
   model = TorchSeq2Seq(attention, feeding, tf_prob)
+  opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+  src, tgt = random_batch()
+  src, tgt = torch.from_numpy(src).long(), torch.from_numpy(tgt).long()
+  tgt_in = torch.cat([torch.ones(B, 1, dtype=torch.long), tgt[:, :-1]], 1)
+
+  def run():
+    opt.zero_grad(set_to_none=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+      loss = model(src, tgt_in, tgt)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+    opt.step()
+    return float(loss.detach())
+  return run
+
+
+class TorchTransformer(torch.nn.Module):
+  """seq2seq_jax's `transformer` family (post-norm, sinusoidal positions) in PyTorch."""
+
+  def __init__(self, d_model, num_heads, ff_dim, encoder_layers, decoder_layers):
+    super().__init__()
+    self.scale = d_model ** 0.5
+    self.src_embed = torch.nn.Embedding(V, d_model)
+    self.tgt_embed = torch.nn.Embedding(V, d_model)
+    self.net = torch.nn.Transformer(d_model, num_heads, encoder_layers, decoder_layers, ff_dim,
+                                    dropout=0.0, batch_first=True)
+    self.net.encoder.norm = None  # post-norm: no final norm
+    self.net.decoder.norm = None
+    self.out = torch.nn.Linear(d_model, V)
+    positions = np.array(sinusoidal_positions(jnp.arange(max(S, T)), d_model))
+    self.register_buffer("positions", torch.from_numpy(positions))
+    self.register_buffer("causal", torch.nn.Transformer.generate_square_subsequent_mask(T))
+
+  def forward(self, src, tgt_in, tgt):
+    pad = src == PAD_ID
+    x = self.src_embed(src) * self.scale + self.positions[:src.shape[1]]
+    memory = self.net.encoder(x, src_key_padding_mask=pad)
+    y = self.tgt_embed(tgt_in) * self.scale + self.positions[:tgt_in.shape[1]]
+    y = self.net.decoder(y, memory, tgt_mask=self.causal, tgt_is_causal=True,
+                         memory_key_padding_mask=pad)
+    logits = self.out(y)
+    return torch.nn.functional.cross_entropy(logits.reshape(-1, V).float(), tgt.reshape(-1))
+
+
+def torch_transformer_step(cfg: dict, autocast):
+  torch.manual_seed(0)
+  model = TorchTransformer(**cfg).train()
   opt = torch.optim.Adam(model.parameters(), lr=1e-3)
   src, tgt = random_batch()
   src, tgt = torch.from_numpy(src).long(), torch.from_numpy(tgt).long()
@@ -274,7 +371,8 @@ def measure(runners: dict, steps: int) -> dict:
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--steps", type=int, default=8)
-  parser.add_argument("--rows", default="none,dot,feed,sampled")
+  parser.add_argument("--rows", default=DEFAULT_ROWS,
+                      help=f"of {', '.join([*ROWS, *TRANSFORMER_ROWS])}")
   parser.add_argument("--bf16", action="store_true", help="also bf16 rows")
   parser.add_argument("--no_flax", action="store_true")
   parser.add_argument("--floor", action="store_true",
@@ -289,20 +387,32 @@ def main():
   print(header)
   print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
   for row in args.rows.split(","):
-    attention, feeding, tf_prob = ROWS[row]
-    runners = {"seq2seq_jax f32": ours_step(attention, feeding, tf_prob, "float32"),
-               "pytorch f32": torch_step(attention, feeding, tf_prob, False)}
-    if not args.no_flax and tf_prob == 1.0:
-      runners["flax nn.RNN f32"] = flax_step(attention, feeding)
-    if args.bf16:
-      runners["seq2seq_jax bf16"] = ours_step(attention, feeding, tf_prob, "bfloat16")
-      runners["pytorch bf16 autocast"] = torch_step(attention, feeding, tf_prob, True)
+    if row in TRANSFORMER_ROWS:
+      cfg = TRANSFORMER_ROWS[row]
+      runners = {"seq2seq_jax f32": ours_transformer_step(cfg, "float32"),
+                 "pytorch f32": torch_transformer_step(cfg, False)}
+      if args.bf16:
+        runners["seq2seq_jax bf16"] = ours_transformer_step(cfg, "bfloat16")
+        runners["pytorch bf16 autocast"] = torch_transformer_step(cfg, True)
+      flops = transformer_gflops(**cfg)
+    else:
+      attention, feeding, tf_prob = ROWS[row]
+      runners = {"seq2seq_jax f32": ours_step(attention, feeding, tf_prob, "float32"),
+                 "pytorch f32": torch_step(attention, feeding, tf_prob, False)}
+      if not args.no_flax and tf_prob == 1.0:
+        runners["flax nn.RNN f32"] = flax_step(attention, feeding)
+      if args.bf16:
+        runners["seq2seq_jax bf16"] = ours_step(attention, feeding, tf_prob, "bfloat16")
+        runners["pytorch bf16 autocast"] = torch_step(attention, feeding, tf_prob, True)
+      flops = step_gflops(attention, feeding)
     secs = measure(runners, args.steps)
-    flops = step_gflops(attention, feeding)
     for name, sec in secs.items():
       ref = secs["pytorch bf16 autocast" if "bf16" in name else "pytorch f32"]
       print(f"| {row:<16} | {name:<24} | {sec:7.3f} | {B * T / sec:8.0f} | "
             f"{ref / sec:7.2f}x | {flops / sec:7.1f} |", flush=True)
+    if row in TRANSFORMER_ROWS and not args.no_flax:
+      print(f"| {row:<16} | {'flax nn.RNN f32':<24} | {'-':>7} | {'-':>8} | {'-':>8} | "
+            f"{'-':>7} |", flush=True)
     if args.floor and row in ("none", "dot"):
       floor, vocab = gemm_floor(attention)
       print(f"| {row:<16} | {'f32 matmul floor':<24} | {floor:7.3f} | {B * T / floor:8.0f} | "

@@ -29,6 +29,10 @@ def _float32(dtype):
   return jnp.promote_types(dtype, jnp.float32)
 
 
+def _float32_of(x):
+  return x.astype(_float32(x.dtype))
+
+
 class MultiHeadAttention(nn.Module):
   """Scaled dot-product attention over `h` heads with input and output projections."""
   config: TransformerConfig
@@ -58,12 +62,24 @@ class MultiHeadAttention(nn.Module):
       `(out [batch, q_len, d], weights [batch, h, q_len, k_len] float32)`.
     """
     q = self._heads(self.query(x))
-    scores = jnp.einsum("bqhd,bkhd->bhqk", q, keys,
-                        preferred_element_type=_float32(q.dtype))
+    one_query = q.shape[1] == 1  # a decoding step
+    if one_query:
+      # Multiply and reduce: XLA:CPU reads the cache in its own layout, where
+      # a dot_general would transpose every cached key and value at every step
+      # (measured: greedy 684 -> 448 ms, beam 5 3167 -> 2021 ms a batch).
+      scores = jnp.sum(_float32_of(q[:, 0, None]) * _float32_of(keys), -1)  # [b, k, h]
+      scores = jnp.swapaxes(scores, 1, 2)[:, :, None]  # [b, h, 1, k]
+    else:
+      scores = jnp.einsum("bqhd,bkhd->bhqk", q, keys,
+                          preferred_element_type=_float32(q.dtype))
     scores = jnp.where(mask, scores / math.sqrt(self.config.head_dim), MASKED_SCORE)
     weights = jax.nn.softmax(scores, axis=-1)
     dropped = self.weights_dropout(weights, deterministic=not train)
-    context = jnp.einsum("bhqk,bkhd->bqhd", dropped.astype(values.dtype), values)
+    if one_query:
+      w = jnp.swapaxes(dropped[:, :, 0], 1, 2)[..., None]  # [b, k, h, 1]
+      context = jnp.sum(w * _float32_of(values), axis=1)[:, None].astype(values.dtype)
+    else:
+      context = jnp.einsum("bhqk,bkhd->bqhd", dropped.astype(values.dtype), values)
     return self.out(context.reshape(*context.shape[:2], -1)), weights
 
 
