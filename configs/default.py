@@ -35,6 +35,7 @@ def get_config(arg=None):
       bucket_boundaries=(),  # e.g. (10, 20, 40): length buckets, one padded shape each
       max_src_len=0,  # drop longer pairs (reported); 0 = no limit
       max_tgt_len=0,
+      joint_vocab=False,  # one vocabulary of both sides (model.share_embeddings needs it)
   ))
 
   config.model = ml_collections.ConfigDict(dict(

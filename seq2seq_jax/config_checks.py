@@ -18,7 +18,10 @@ def validate(config) -> None:
   if not data.is_dataset_name(config.dataset.name):
     raise ValueError(f"dataset.name={config.dataset.name!r} is not valid; valid datasets: "
                      f"{', '.join(data.dataset_names())}")
-  models.family_config(config.model, 8, 8)  # checks model.*
+  family_config = models.family_config(config.model, 8, 8)  # checks model.*
+  if family_config.needs_joint_vocabulary and not config.dataset.get("joint_vocab", False):
+    raise ValueError("model.share_embeddings needs one vocabulary for both sides: set "
+                     "dataset.joint_vocab=True")
   schedules.teacher_forcing_from_config(config.train.teacher_forcing)  # checks the schedule
   optim.check(config.train)
   step.check_loss_normalization(config.train.loss_normalization)

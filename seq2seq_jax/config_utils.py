@@ -55,6 +55,7 @@ def make_quick(config, overrides: dict | None = None):
 # those runs did: the RNN family (and the transformer's fields, which it does not
 # read, at configs/default.py's values), a constant learning rate, optax's Adam defaults.
 ADDED_FIELDS = {
+    "dataset.joint_vocab": False,
     "model.family": "rnn",
     "model.d_model": 256,
     "model.num_heads": 4,

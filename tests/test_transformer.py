@@ -1,6 +1,7 @@
 """The Transformer family against independent references: PyTorch's nn.Transformer
 with copied weights, attention written out in numpy, causality, padding, the cache."""
 
+import functools
 import math
 
 import jax
@@ -9,9 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from seq2seq_jax import models
+from configs import default
+from seq2seq_jax import config_checks, data, models
 from seq2seq_jax.models.transformer import TransformerConfig, TransformerSeq2Seq
 from seq2seq_jax.tokens import EOS_ID, PAD_ID, SOS_ID
+from seq2seq_jax.training import step
 
 SRC_VOCAB, TGT_VOCAB = 13, 11
 D, HEADS, FF = 16, 4, 24
@@ -244,7 +247,7 @@ def test_scheduled_sampling_two_passes():
   variables = {"params": params}
   forced = model.apply(variables, jnp.asarray(src), jnp.asarray(tgt))
   one = model.apply(variables, jnp.asarray(src), jnp.asarray(tgt), tf_prob=1.0,
-                    rng=jax.random.PRNGKey(0), per_step=True)
+                    rng=jax.random.PRNGKey(0), per_step=True)  # both passes, all gold
   np.testing.assert_allclose(one.logits, forced.logits, atol=1e-5)
   assert float(one.gold_fraction) == 1.0
   zero = model.apply(variables, jnp.asarray(src), jnp.asarray(tgt), tf_prob=0.0,
@@ -258,6 +261,71 @@ def test_scheduled_sampling_two_passes():
   half = model.apply(variables, jnp.asarray(src), jnp.asarray(tgt), tf_prob=0.5,
                      rng=jax.random.PRNGKey(1))
   assert 0.1 < float(half.gold_fraction) < 0.9
+
+
+def test_gold_branch_and_jitted_training_path():
+  """A traced tf_prob of 1 takes the one-pass branch (equal to teacher forcing);
+  under jit with dropout a tf_prob below 1 trains, with finite gradients."""
+  model = make_model(dropout=0.1, attention_dropout=0.1)
+  src, tgt = random_batch(5)
+  params = init(model, src, tgt)
+  batch = {"src": jnp.asarray(src), "tgt": jnp.asarray(tgt)}
+
+  @functools.partial(jax.jit, static_argnames="train")
+  def loss(params, tf_prob, train):
+    return step.loss_and_metrics(params, model, batch, tf_prob, jax.random.PRNGKey(3), train)[0]
+
+  forced = step.loss_and_metrics(params, model, batch, None, jax.random.PRNGKey(3), False)[0]
+  np.testing.assert_allclose(loss(params, 1.0, train=False), forced, rtol=1e-5)
+  grads = jax.jit(jax.grad(lambda p, prob: loss(p, prob, train=True)))(params, 0.5)
+  assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
+  assert float(loss(params, 0.0, train=False)) != pytest.approx(float(forced))
+
+
+def test_bfloat16_cache_follows_the_forward():
+  model = make_model(dtype="bfloat16", norm="pre")
+  src, tgt = random_batch(6)
+  params = init(model, src, tgt)
+  full = model.apply({"params": params}, jnp.asarray(src), jnp.asarray(tgt))
+  mem, state = model.apply({"params": params}, jnp.asarray(src),
+                           method=lambda m, s: m.decoder_start(m.encode(s), tgt.shape[1]))
+  tgt_in = shifted(tgt)
+  for t in range(tgt.shape[1]):
+    state, logits, _ = model.apply({"params": params}, mem, state, jnp.asarray(tgt_in[:, t]),
+                                   method="decode_step")
+    assert logits.dtype == jnp.float32
+    np.testing.assert_allclose(logits, full.logits[:, t], atol=0.05)
+
+
+def test_learned_positions_past_max_len_are_an_error():
+  model = make_model(positions="learned", max_len=6)
+  src, tgt = random_batch(7, src_len=6, tgt_len=6)
+  params = init(model, src, tgt)
+  with pytest.raises(ValueError, match="learned positions cover model.max_len=6"):
+    model.apply({"params": params}, jnp.asarray(np.pad(src, ((0, 0), (0, 2)))), jnp.asarray(tgt))
+  with pytest.raises(ValueError, match="decoding outputs of 9 tokens"):
+    model.apply({"params": params}, jnp.asarray(src),
+                method=lambda m, s: m.decoder_start(m.encode(s), 9))
+
+
+def test_shared_embeddings_need_a_joint_vocabulary():
+  config = default.get_config("quick")
+  config.dataset.name = "reverse"
+  config.model.family = "transformer"
+  config.model.share_embeddings = True
+  with pytest.raises(ValueError, match="set dataset.joint_vocab=True"):
+    config_checks.validate(config)
+  config.dataset.joint_vocab = True
+  config_checks.validate(config)
+  dataset = data.load(config.dataset)
+  assert dataset.src_vocab is dataset.tgt_vocab
+  model = models.build(config.model, len(dataset.src_vocab), len(dataset.tgt_vocab))
+  params = init(model, *dataset.arrays["train"])
+  assert "embedding" in params and "src_embedding" not in params
+  numbers = default.get_config("quick")
+  numbers.dataset.joint_vocab = True
+  with pytest.raises(ValueError, match="joint_vocab needs one tokenizer"):
+    data.load(numbers.dataset)
 
 
 def test_config_checks_and_family_fields():

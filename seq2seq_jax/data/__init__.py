@@ -122,6 +122,14 @@ def load(cfg, src_vocab: Vocab | None = None, tgt_vocab: Vocab | None = None) ->
       raise ValueError(f"dataset {cfg.name!r} has no {split} pairs")
   kind = cfg.get("tokenizer", "")
   src_kind, tgt_kind = (kind, kind) if kind else (src_kind, tgt_kind)
+  if cfg.get("joint_vocab", False) and src_vocab is None:
+    if src_kind != tgt_kind:
+      raise ValueError(f"dataset.joint_vocab needs one tokenizer for both sides; "
+                       f"{cfg.name} has {src_kind} sources and {tgt_kind} targets (set "
+                       f"dataset.tokenizer)")
+    # One vocabulary of both sides' training texts (for model.share_embeddings).
+    src_vocab = tgt_vocab = build_vocab([x for pair in texts["train"] for x in pair],
+                                        src_kind, cfg)
   src_vocab = src_vocab or build_vocab([s for s, _ in texts["train"]], src_kind, cfg)
   tgt_vocab = tgt_vocab or build_vocab([t for _, t in texts["train"]], tgt_kind, cfg)
   # Only training is length-filtered: dev and test keep their long sentences.

@@ -50,7 +50,8 @@ class Seq2SeqModel(Protocol):
   state's rows as hypotheses move.
   """
 
-  config: Any  # the family's frozen config struct
+  config: Any  # the family's frozen config struct; its `needs_joint_vocabulary`
+  # says whether source and target must share one vocabulary
 
   @property
   def has_attention(self) -> bool:

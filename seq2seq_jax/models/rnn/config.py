@@ -78,6 +78,10 @@ class RNNConfig:
     return self.attention != "none"
 
   @property
+  def needs_joint_vocabulary(self) -> bool:
+    return False
+
+  @property
   def score(self) -> attn.Score | None:
     return attn.SCORES[self.attention] if self.has_attention else None
 

@@ -40,7 +40,7 @@ class TransformerConfig:
   attention_dropout: float = 0.0  # on the attention weights
   norm: str = "post"  # post (the paper) | pre (norm_first, with a final LayerNorm)
   positions: str = "sinusoidal"  # sinusoidal | learned
-  max_len: int = 512  # longest sequence learned positions cover
+  max_len: int = 512  # learned positions: the longest input and output (longer is an error)
   share_embeddings: bool = False  # one embedding for source and target (equal vocabularies)
   tie_output: bool = False  # the output projection is the target embedding, transposed
   dtype: str = "float32"  # of the matmuls; layer norms, softmax and logits stay float32
@@ -81,6 +81,11 @@ class TransformerConfig:
   @property
   def has_attention(self) -> bool:
     return True
+
+  @property
+  def needs_joint_vocabulary(self) -> bool:
+    """One embedding for both sides needs `dataset.joint_vocab` (equal sizes are not enough)."""
+    return self.share_embeddings
 
   @property
   def summary(self) -> str:

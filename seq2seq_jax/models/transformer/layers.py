@@ -76,8 +76,9 @@ class MultiHeadAttention(nn.Module):
     weights = jax.nn.softmax(scores, axis=-1)
     dropped = self.weights_dropout(weights, deterministic=not train)
     if one_query:
-      w = jnp.swapaxes(dropped[:, :, 0], 1, 2)[..., None]  # [b, k, h, 1]
-      context = jnp.sum(w * _float32_of(values), axis=1)[:, None].astype(values.dtype)
+      w = jnp.swapaxes(dropped[:, :, 0], 1, 2)[..., None].astype(values.dtype)  # [b, k, h, 1]
+      context = jnp.sum(_float32_of(w) * _float32_of(values), axis=1)[:, None]
+      context = context.astype(values.dtype)
     else:
       context = jnp.einsum("bhqk,bkhd->bqhd", dropped.astype(values.dtype), values)
     return self.out(context.reshape(*context.shape[:2], -1)), weights

@@ -97,15 +97,25 @@ class TransformerSeq2Seq(nn.Module):
     cfg = self.config
     x = jnp.take(table, tokens, axis=0) * math.sqrt(cfg.d_model)
     if cfg.positions == "learned":
-      x = x + jnp.take(positions_table, positions, axis=0)
+      x = x + jnp.take(positions_table, positions, axis=0, mode="clip")
     else:
       x = x + sinusoidal_positions(positions, cfg.d_model)
-    return self.embed_dropout(x, deterministic=not train).astype(cfg.compute_dtype)
+    # The residual stream stays float32; the layers' matmuls run in the compute dtype.
+    return self.embed_dropout(x, deterministic=not train)
+
+  def _check_length(self, length: int, what: str) -> None:
+    """Learned positions exist up to `max_len` only (a static check, at trace time)."""
+    cfg = self.config
+    if cfg.positions == "learned" and length > cfg.max_len:
+      raise ValueError(f"{what} of {length} tokens, but learned positions cover "
+                       f"model.max_len={cfg.max_len}: raise model.max_len (or drop long pairs "
+                       f"with dataset.max_src_len / max_tgt_len, or decode shorter outputs)")
 
   # ----- the model interface -----
 
   def encode(self, src: jax.Array, train: bool = False) -> Encoded:
     """`src [batch, src_len]` -> the encoder output `[batch, src_len, d]` and mask."""
+    self._check_length(src.shape[1], "a source batch")
     mask = src != PAD_ID
     positions = jnp.broadcast_to(jnp.arange(src.shape[1]), src.shape)
     x = self._embed(self.src_embedding, getattr(self, "src_positions", None), src,
@@ -120,6 +130,7 @@ class TransformerSeq2Seq(nn.Module):
     """The cross-attention keys and values, and an empty cache for `max_len`
     tokens (0: `config.max_len`)."""
     cfg = self.config
+    self._check_length(max_len or cfg.max_len, "decoding outputs")
     cross = [layer.cross_keys_values(encoded.memory) for layer in self.decoder_layers]
     batch = encoded.memory.shape[0]
     shape = (batch, max_len or cfg.max_len, cfg.num_heads, cfg.head_dim)
@@ -131,7 +142,9 @@ class TransformerSeq2Seq(nn.Module):
                              values=empty)
 
   def decode_step(self, mem: Memory, state: DecoderState, tokens: jax.Array):
-    """Feeds `tokens [batch]` at `state.position`.
+    """Feeds `tokens [batch]` at `state.position`, which must be below the
+    cache's `max_len` (the decoding loops stop there; a write past it would
+    overwrite the last slot).
 
     Returns:
       `(state, logits [batch, vocab] float32, weights [batch, src_len])`, the
@@ -172,6 +185,7 @@ class TransformerSeq2Seq(nn.Module):
       [batch, layers, h, tgt_len, src_len])`.
     """
     tgt_len = tgt_in.shape[1]
+    self._check_length(tgt_len, "a target batch")
     positions = jnp.broadcast_to(jnp.arange(tgt_len), tgt_in.shape)
     x = self._embed(self.tgt_embedding, getattr(self, "tgt_positions", None), tgt_in,
                     positions, train)
