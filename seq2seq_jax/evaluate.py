@@ -136,8 +136,13 @@ def attention_heads(model, params, src_ids: np.ndarray, out_ids: np.ndarray):
     `[layers, heads, out_len, src_len]`, or None for a model without heads. The
     weights equal those of decoding that output (the decoder sees the same prefix).
   """
-  out = model.apply({"params": params}, jnp.asarray(src_ids[None]), jnp.asarray(out_ids[None]))
-  return None if out.heads is None else np.asarray(out.heads[0])
+  def heads(src, tgt):
+    return model.apply({"params": params}, src, tgt).heads
+
+  src, tgt = jnp.asarray(src_ids[None]), jnp.asarray(out_ids[None])
+  if jax.eval_shape(heads, src, tgt) is None:  # traced only: 0.1 s, not a 4 s RNN forward
+    return None
+  return np.asarray(heads(src, tgt)[0])
 
 
 def _pyplot():
