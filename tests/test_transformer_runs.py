@@ -45,7 +45,7 @@ def test_quick_transformer_learns_number_words(number_words):
   config = json.loads((number_words / "config.json").read_text())
   assert config["model"]["family"] == "transformer"
   assert (number_words / "attention" / "final_dev_heads.png").stat().st_size > 0
-  assert "transformer d64 h4 2+2 layers, post-norm" in (number_words / "report.md").read_text()
+  assert "transformer d64 h4 2+2 layers, pre-norm" in (number_words / "report.md").read_text()
 
 
 def test_translate_cli_serves_the_transformer(number_words):

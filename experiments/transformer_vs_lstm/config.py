@@ -45,6 +45,7 @@ ARMS = {
 
 def get_config(arg=None):
   config = deen_transformer.get_config()
+  config.model.norm = "post"  # as swept (deen_transformer.py has defaulted to pre since)
   config.eval.num_attention_plots = 2
   config.train.log_every_steps = 50
   lstm = deen_attention.get_config()
