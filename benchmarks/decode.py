@@ -55,17 +55,10 @@ from seq2seq_jax.models.transformer.layers import sinusoidal_positions
 from seq2seq_jax.tokens import EOS_ID, PAD_ID, SOS_ID
 
 sys.path.insert(0, os.path.dirname(__file__))
-from train_step import best_matmul_time, measure  # noqa: E402  (shared timing helpers)
+from train_step import TRANSFORMER_ROWS, best_matmul_time, measure  # noqa: E402  (shared)
 
 B, S, T, V, E, H = 64, 30, 30, 8000, 256, 512
 ROWS = {"none": ("none", False), "general": ("general", True)}
-# row: Transformer hyperparameters (config.model fields)
-TRANSFORMER_ROWS = {
-    "transformer": dict(d_model=256, num_heads=4, ff_dim=1024, encoder_layers=3,
-                        decoder_layers=3),
-    "transformer_base": dict(d_model=512, num_heads=8, ff_dim=2048, encoder_layers=6,
-                             decoder_layers=6),
-}
 DEFAULT_ROWS = "none,general,transformer"
 CHECKED = 8  # sentences whose greedy output PyTorch must reproduce exactly
 ALPHA = 0.6

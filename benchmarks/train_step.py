@@ -103,28 +103,21 @@ def random_batch(seed: int = 0):
 def ours_step(attention, feeding, tf_prob, dtype):
   model = models.build(dict(cell="lstm", attention=attention, input_feeding=feeding,
                             embed_dim=E, hidden_dim=H, dtype=dtype), V, V)
-  src, tgt = random_batch()
-  batch = {"src": jnp.asarray(src), "tgt": jnp.asarray(tgt)}
-  tx = optim.make_optimizer(learning_rate=1e-3, clip_norm=5.0)
-  state = train_step.init_state(model, tx, jax.random.PRNGKey(0), batch)
-  schedule = None if tf_prob == 1.0 else lambda i: tf_prob
-  step = jax.jit(train_step.make_train_step(model, tx, schedule), donate_argnums=(0,))
-  holder = {"state": state}
-  rng = jax.random.PRNGKey(1)
-
-  def run():
-    holder["state"], metrics = step(holder["state"], batch, rng)
-    return float(metrics["loss"])
-  return run
+  return _ours_runner(model, None if tf_prob == 1.0 else lambda i: tf_prob)
 
 
 def ours_transformer_step(cfg: dict, dtype):
   model = models.build(dict(family="transformer", dropout=0.0, dtype=dtype, **cfg), V, V)
+  return _ours_runner(model, None)
+
+
+def _ours_runner(model, schedule):
+  """One jitted, donated `make_train_step` step (Adam, clip 5), as the training loop runs it."""
   src, tgt = random_batch()
   batch = {"src": jnp.asarray(src), "tgt": jnp.asarray(tgt)}
   tx = optim.make_optimizer(learning_rate=1e-3, clip_norm=5.0)
   state = train_step.init_state(model, tx, jax.random.PRNGKey(0), batch)
-  step = jax.jit(train_step.make_train_step(model, tx), donate_argnums=(0,))
+  step = jax.jit(train_step.make_train_step(model, tx, schedule), donate_argnums=(0,))
   holder = {"state": state}
   rng = jax.random.PRNGKey(1)
 
@@ -191,7 +184,11 @@ class TorchSeq2Seq(torch.nn.Module):
 
 def torch_step(attention, feeding, tf_prob, autocast):
   torch.manual_seed(0)
-  model = TorchSeq2Seq(attention, feeding, tf_prob)
+  return _torch_runner(TorchSeq2Seq(attention, feeding, tf_prob), autocast)
+
+
+def _torch_runner(model, autocast):
+  """One Adam step with clipping of `model(src, tgt_in, tgt)`'s loss, as a callable."""
   opt = torch.optim.Adam(model.parameters(), lr=1e-3)
   src, tgt = random_batch()
   src, tgt = torch.from_numpy(src).long(), torch.from_numpy(tgt).long()
@@ -238,21 +235,7 @@ class TorchTransformer(torch.nn.Module):
 
 def torch_transformer_step(cfg: dict, autocast):
   torch.manual_seed(0)
-  model = TorchTransformer(**cfg).train()
-  opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-  src, tgt = random_batch()
-  src, tgt = torch.from_numpy(src).long(), torch.from_numpy(tgt).long()
-  tgt_in = torch.cat([torch.ones(B, 1, dtype=torch.long), tgt[:, :-1]], 1)
-
-  def run():
-    opt.zero_grad(set_to_none=True)
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-      loss = model(src, tgt_in, tgt)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-    opt.step()
-    return float(loss.detach())
-  return run
+  return _torch_runner(TorchTransformer(**cfg).train(), autocast)
 
 
 # ----- Flax nn.RNN(nn.OptimizedLSTMCell) -----

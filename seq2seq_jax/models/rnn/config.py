@@ -4,6 +4,7 @@ import dataclasses
 
 import jax.numpy as jnp
 
+from seq2seq_jax.models.checks import check_choice, check_int
 from seq2seq_jax.models.rnn import attention as attn
 from seq2seq_jax.models.rnn import cells
 
@@ -11,17 +12,6 @@ DECODER_INITS = ("last", "last_state", "learned", "zero")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16,
           "float64": jnp.float64}  # float64 needs jax_enable_x64; for gradient checks
 PREDICTIONS = ("argmax", "sample")
-
-
-def _check_positive(name, value):
-  if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-    raise ValueError(f"model.{name} must be a positive int, got {value!r}")
-
-
-def _check_choice(name, value, choices):
-  if value not in choices:
-    raise ValueError(f"model.{name}={value!r} is not valid; valid choices: "
-                     f"{', '.join(map(str, choices))}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,16 +43,14 @@ class RNNConfig:
     if self.cell not in cells.CELLS:
       raise ValueError(f"model.cell={self.cell!r} is not valid; valid cells: "
                        f"{', '.join(cells.CELLS)}")
-    _check_choice("attention", self.attention, ("none", *attn.SCORES))
-    _check_choice("decoder_init", self.decoder_init, DECODER_INITS)
-    _check_choice("dtype", self.dtype, tuple(DTYPES))
-    _check_choice("predictions", self.predictions, PREDICTIONS)
+    check_choice("attention", self.attention, ("none", *attn.SCORES))
+    check_choice("decoder_init", self.decoder_init, DECODER_INITS)
+    check_choice("dtype", self.dtype, tuple(DTYPES))
+    check_choice("predictions", self.predictions, PREDICTIONS)
     for name in ("src_vocab_size", "tgt_vocab_size", "embed_dim", "hidden_dim",
                  "num_layers", "unroll"):
-      _check_positive(name, getattr(self, name))
-    if isinstance(self.attention_dim, bool) or not isinstance(self.attention_dim, int) \
-        or self.attention_dim < 0:
-      raise ValueError(f"model.attention_dim must be an int >= 0, got {self.attention_dim!r}")
+      check_int(name, getattr(self, name), 1)
+    check_int("attention_dim", self.attention_dim, 0)
     if not 0.0 <= self.dropout < 1.0:
       raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout!r}")
     if self.bidirectional and self.hidden_dim % 2:

@@ -4,21 +4,12 @@ import dataclasses
 
 import jax.numpy as jnp
 
+from seq2seq_jax.models.checks import check_choice, check_int
+
 NORMS = ("post", "pre")  # post: the paper's LayerNorm(x + sublayer(x)); pre: x + sublayer(LN(x))
 POSITIONS = ("sinusoidal", "learned")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float64": jnp.float64}
 PREDICTIONS = ("argmax", "sample")
-
-
-def _check_int(name, value, low):
-  if isinstance(value, bool) or not isinstance(value, int) or value < low:
-    raise ValueError(f"model.{name} must be an int >= {low}, got {value!r}")
-
-
-def _check_choice(name, value, choices):
-  if value not in choices:
-    raise ValueError(f"model.{name}={value!r} is not valid; valid choices: "
-                     f"{', '.join(map(str, choices))}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,11 +40,11 @@ class TransformerConfig:
   def __post_init__(self):
     for name in ("src_vocab_size", "tgt_vocab_size", "d_model", "num_heads", "ff_dim",
                  "encoder_layers", "decoder_layers", "max_len"):
-      _check_int(name, getattr(self, name), 1)
-    _check_choice("norm", self.norm, NORMS)
-    _check_choice("positions", self.positions, POSITIONS)
-    _check_choice("dtype", self.dtype, tuple(DTYPES))
-    _check_choice("predictions", self.predictions, PREDICTIONS)
+      check_int(name, getattr(self, name), 1)
+    check_choice("norm", self.norm, NORMS)
+    check_choice("positions", self.positions, POSITIONS)
+    check_choice("dtype", self.dtype, tuple(DTYPES))
+    check_choice("predictions", self.predictions, PREDICTIONS)
     for name in ("dropout", "attention_dropout"):
       value = getattr(self, name)
       if isinstance(value, bool) or not isinstance(value, (int, float)) \
