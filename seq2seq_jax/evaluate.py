@@ -6,6 +6,7 @@ detokenized text.
 """
 
 import dataclasses
+import functools
 import math
 
 import jax
@@ -15,6 +16,7 @@ import sacrebleu
 
 from seq2seq_jax import decoding
 from seq2seq_jax.tokens import PAD_ID
+from seq2seq_jax.training import stack
 
 LENGTH_BUCKETS = (5, 10, 15, 20, 30, 40, 60, 10**9)  # upper bounds of source lengths
 
@@ -32,29 +34,52 @@ def batches(arrays, batch_size: int):
     yield chunk, real
 
 
+@functools.partial(jax.jit, static_argnames=("model", "options", "width"))
+def _decode_members(model, params, src, options, width):
+  """`decoding.decode` of every member of stacked `params` (leading axis), one program."""
+  return stack.map_members(lambda p: decoding.decode(model, p, src, options), (params,), width)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "width"))
+def _forced_members(model, params, src, tgt, width):
+  return stack.map_members(lambda p: decoding.forced_log_probs(model, p, src, tgt)[0],
+                           (params,), width)
+
+
 def decode_corpus(model, params, src: np.ndarray, batch_size: int,
-                  options: decoding.DecodeOptions) -> decoding.Hypotheses:
+                  options: decoding.DecodeOptions, stacked: bool = False) -> decoding.Hypotheses:
   """Greedy or beam search (as `options` say) over `src [N, src_len]` in batches.
+
+  With `stacked`, `params` has a leading member axis and so has every output.
 
   Returns numpy `Hypotheses` over all N sentences.
   """
   batch_size = max(1, min(batch_size, len(src)))
   parts = []
   for (chunk,), real in batches([src], batch_size):
-    out = decoding.decode(model, params, chunk, options)
-    parts.append(jax.tree.map(lambda x, r=real: np.asarray(x)[:r], out))
-  return jax.tree.map(lambda *xs: np.concatenate(xs), *parts)
+    if stacked:
+      out = _decode_members(model, params, jnp.asarray(chunk), options,
+                            stack.default_vmap_width())
+      parts.append(jax.tree.map(lambda x, r=real: np.asarray(x)[:, :r], out))
+    else:
+      out = decoding.decode(model, params, chunk, options)
+      parts.append(jax.tree.map(lambda x, r=real: np.asarray(x)[:r], out))
+  return jax.tree.map(lambda *xs: np.concatenate(xs, axis=1 if stacked else 0), *parts)
 
 
-def forced_loss(model, params, src, tgt, batch_size):
-  """Mean teacher-forced token loss over `(src, tgt)`."""
+def forced_loss(model, params, src, tgt, batch_size, stacked: bool = False):
+  """Mean teacher-forced token loss over `(src, tgt)` (`[members]` with `stacked`)."""
   batch_size = min(batch_size, len(src))
   total, count = 0.0, 0.0
   for (s, t), real in batches([src, tgt], batch_size):
     t = t.copy()
     t[real:] = PAD_ID  # padding rows contribute nothing
-    per_token, _ = decoding.forced_log_probs(model, params, s, t)
-    total -= float(jnp.sum(per_token))
+    if stacked:
+      per_token = _forced_members(model, params, s, t, stack.default_vmap_width())
+      total = total - np.asarray(jnp.sum(per_token, axis=(1, 2)), np.float64)
+    else:
+      per_token, _ = decoding.forced_log_probs(model, params, s, t)
+      total -= float(jnp.sum(per_token))
     count += float(np.sum(t != PAD_ID))
   return total / max(count, 1.0)
 
@@ -94,35 +119,54 @@ def evaluate(model, params, dataset, split: str, cfg_eval) -> dict:
     dict with `metrics` (JSON-ready numbers), `bleu_by_length`, `signature`,
     `hypotheses`, `attention` and the source / output tokens of each sentence.
   """
+  return _evaluate(model, params, dataset, split, cfg_eval, members=None)[0]
+
+
+def evaluate_members(model, stacked_params, members: int, dataset, split: str,
+                     cfg_eval) -> list[dict]:
+  """`evaluate` of each of the `members` runs stacked in `stacked_params` (a
+  leading member axis): their loss and decoding run as one vmapped program."""
+  return _evaluate(model, stacked_params, dataset, split, cfg_eval, members=members)
+
+
+def _evaluate(model, params, dataset, split, cfg_eval, members) -> list[dict]:
   src, tgt = dataset.arrays[split]
   texts = dataset.texts[split]
   if cfg_eval.max_examples:
     src, tgt, texts = src[:cfg_eval.max_examples], tgt[:cfg_eval.max_examples], \
         texts[:cfg_eval.max_examples]
-  loss = forced_loss(model, params, src, tgt, cfg_eval.batch_size)
+  stacked = members is not None
+  loss = forced_loss(model, params, src, tgt, cfg_eval.batch_size, stacked)
   refs = [t for _, t in texts]
   char_level = dataset.tgt_vocab.kind == "char"
   options = decoding.DecodeOptions.from_eval_config(cfg_eval)
-  out = decode_corpus(model, params, src, cfg_eval.batch_size, options)
-  ids = out.tokens[:, 0]
-  hyps = [dataset.tgt_vocab.decode(row) for row in ids]
-  text_metrics, bleu, chrf = _text_metrics(hyps, refs, char_level)
-  metrics = {"loss": loss, "ppl": math.exp(min(loss, 50.0)), **text_metrics}
+  out = decode_corpus(model, params, src, cfg_eval.batch_size, options, stacked)
+  greedy = None
   if options.beam_size > 1 and cfg_eval.get("report_greedy", False):
     greedy = decode_corpus(model, params, src, cfg_eval.batch_size,
-                           dataclasses.replace(options, beam_size=1))
-    greedy_hyps = [dataset.tgt_vocab.decode(row) for row in greedy.tokens[:, 0]]
-    greedy_metrics, _, _ = _text_metrics(greedy_hyps, refs, char_level)
-    metrics.update({f"greedy_{k}": v for k, v in greedy_metrics.items()})
+                           dataclasses.replace(options, beam_size=1), stacked)
   src_lengths = [int(np.sum(row != PAD_ID)) for row in src]
-  return {
-      "metrics": metrics,
-      "bleu_by_length": bleu_by_length(hyps, refs, src_lengths, bleu.tokenizer.signature()),
-      "signature": {"bleu": str(bleu.get_signature()), "chrf": str(chrf.get_signature())},
-      "hypotheses": hyps,
-      "output_ids": ids,
-      "attention": None if out.attention is None else out.attention[:, 0],
-  }
+  results = []
+  for m in range(members or 1):
+    pick = (lambda x, m=m: x[m]) if stacked else (lambda x: x)
+    ids = pick(out.tokens)[:, 0]
+    hyps = [dataset.tgt_vocab.decode(row) for row in ids]
+    text_metrics, bleu, chrf = _text_metrics(hyps, refs, char_level)
+    member_loss = float(pick(loss))
+    metrics = {"loss": member_loss, "ppl": math.exp(min(member_loss, 50.0)), **text_metrics}
+    if greedy is not None:
+      greedy_hyps = [dataset.tgt_vocab.decode(row) for row in pick(greedy.tokens)[:, 0]]
+      greedy_metrics, _, _ = _text_metrics(greedy_hyps, refs, char_level)
+      metrics.update({f"greedy_{k}": v for k, v in greedy_metrics.items()})
+    results.append({
+        "metrics": metrics,
+        "bleu_by_length": bleu_by_length(hyps, refs, src_lengths, bleu.tokenizer.signature()),
+        "signature": {"bleu": str(bleu.get_signature()), "chrf": str(chrf.get_signature())},
+        "hypotheses": hyps,
+        "output_ids": ids,
+        "attention": None if out.attention is None else pick(out.attention)[:, 0],
+    })
+  return results
 
 
 def attention_heads(model, params, src_ids: np.ndarray, out_ids: np.ndarray):

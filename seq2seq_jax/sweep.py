@@ -1,7 +1,8 @@
 """Runs the members of a config's sweep, each in its own process and workdir.
 
     python -m seq2seq_jax.sweep --config=configs/X.py[:ARG] --workdir=DIR [--parallel=2] \
-        [--list] [--index=K] [--retry_failed] [--summarize] [--config.FIELD=VALUE ...]
+        [--stack=auto|K|1] [--list] [--index=K | --stack_index=J] [--retry_failed] \
+        [--summarize] [--config.FIELD=VALUE ...]
 
 The config file defines `get_sweep()` (see `seq2seq_jax.hyper`). Member K
 trains in `DIR/members/NAME` exactly as `seq2seq_jax.main` would, in a process
@@ -14,6 +15,13 @@ checkpoints, and retries failed ones (an error in the run) only with
 job (SLURM, a Kubernetes indexed Job) can spread the sweep over machines; a
 per-member lock keeps two processes off one member. Compiled programs are
 cached in `DIR/jax_cache`, shared by the members.
+
+`--stack` trains members that differ only in seed, learning rate, clip norm,
+label smoothing or teacher-forcing schedule as one vmapped program in one
+process (`seq2seq_jax.sweep_stacks`, `training.stack_run`); each member keeps
+its workdir, status and log (a link to `DIR/logs/stack-J.log`). `--list`
+shows each member's stack J; `--stack_index=J` runs stack J alone (an array job
+over stacks), while `--index=K` still runs member K alone, in a stack of its own.
 """
 
 import fcntl
@@ -33,7 +41,7 @@ import jax
 import ml_collections
 from ml_collections import config_flags
 
-from seq2seq_jax import config_checks, config_utils, hyper, sweep_summary
+from seq2seq_jax import config_checks, config_utils, hyper, sweep_stacks, sweep_summary
 from seq2seq_jax.cli import fail as _fail
 from seq2seq_jax.cli import parse_flags
 
@@ -42,11 +50,19 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "A config file with ge
 _WORKDIR = flags.DEFINE_string("workdir", None, "The sweep's directory.")
 _PARALLEL = flags.DEFINE_integer("parallel", 1, "Members run at once.")
 _LIST = flags.DEFINE_bool("list", False, "Print the members and their state, run nothing.")
-_INDEX = flags.DEFINE_integer("index", None, "Run only member K (0-based).")
+_INDEX = flags.DEFINE_integer("index", None, "Run only member K (0-based), alone.")
+_STACK = flags.DEFINE_string("stack", "auto", "Members trained as one program: auto (every "
+                             "member that can share one; split if the device cannot hold "
+                             "them), K (at most K), or 1 (one process per member).")
+_STACK_INDEX = flags.DEFINE_integer("stack_index", None, "Run only stack J (see --list).")
+_MEMBERS = flags.DEFINE_string("members", None, "Internal: the members a --worker stack trains.")
+_GHOSTS = flags.DEFINE_string("ghosts", "", "Internal: the stack's other members, frozen "
+                              "slots that keep the compiled program (and its rounding) as it was.")
 _RETRY = flags.DEFINE_bool("retry_failed", False, "Also run members whose run failed.")
 _SUMMARIZE = flags.DEFINE_bool("summarize", False, "Only write the summary of what has run.")
 _WORKER = flags.DEFINE_bool("worker", False, "Internal: train member --index in this process.")
-_SWEEP_ONLY = ("parallel", "list", "index", "retry_failed", "summarize", "worker", "workdir")
+_SWEEP_ONLY = ("parallel", "list", "index", "retry_failed", "summarize", "worker", "workdir",
+               "stack", "stack_index", "members", "ghosts")
 
 log = logging.getLogger("seq2seq_jax.sweep")
 
@@ -184,8 +200,9 @@ def run_worker(member: Member, cache_dir: Path) -> int:
 
 # ----- the sweep -----
 
-def _child_argv(argv: list[str], index: int) -> list[str]:
-  """This command's flags for one member: the config and its overrides."""
+def _child_argv(argv: list[str], job: list[Member], ghosts: list[Member], number: int
+                ) -> list[str]:
+  """This command's flags for one member or stack: the config and its overrides."""
   out, skip = [], False
   for arg in argv[1:]:
     if skip:
@@ -193,12 +210,15 @@ def _child_argv(argv: list[str], index: int) -> list[str]:
       continue
     name = arg.lstrip("-").split("=", 1)[0]
     if name in _SWEEP_ONLY or name.startswith("no") and name[2:] in _SWEEP_ONLY:
-      skip = "=" not in arg and name in ("parallel", "index", "workdir")
+      skip = "=" not in arg and name in ("parallel", "index", "workdir", "stack",
+                                         "stack_index", "members", "ghosts")
       continue
     out.append(arg)
+  which = [f"--index={job[0].index}"] if len(job) + len(ghosts) == 1 else [
+      f"--stack_index={number}", f"--members={','.join(str(m.index) for m in job)}",
+      f"--ghosts={','.join(str(m.index) for m in ghosts)}"]
   return [sys.executable, "-m", "seq2seq_jax.sweep", *out,
-          f"--workdir={Path(_WORKDIR.value).resolve()}",
-          f"--index={index}", "--worker"]
+          f"--workdir={Path(_WORKDIR.value).resolve()}", *which, "--worker"]
 
 
 def _last_line(path: Path) -> str:
@@ -224,33 +244,42 @@ class Display:
             f"{todo} waiting{eta}")
 
 
-def run_sweep(members: list[Member], argv, parallel: int, retry_failed: bool) -> int:
+def run_sweep(stacks: list[tuple[int, list[Member]]], argv, parallel: int,
+              retry_failed: bool) -> int:
+  """Runs the `stacks` (lists of members; one process each) whose members need it."""
   root = Path(_WORKDIR.value).resolve()
   for sub in ("members", "status", "logs"):
     (root / sub).mkdir(parents=True, exist_ok=True)
   queue, skipped_failed = [], []
-  for m in members:
-    state = m.state()
-    if state == "done":
-      continue
-    if state == "running":
-      log.info("%s is running in another process; not started here", m.name)
-      continue
-    if state == "failed" and not retry_failed:
-      skipped_failed.append(m)
-      continue
-    queue.append(m)
+  for number, job in stacks:
+    todo, retried = [], []
+    for m in job:
+      state = m.state()
+      if state == "done":
+        continue
+      if state == "running":
+        log.info("%s is running in another process; not started here", m.name)
+        continue
+      if state == "failed":
+        (retried if retry_failed else skipped_failed).append(m)
+        continue
+      todo.append(m)
+    if todo:
+      queue.append((number, todo, [m for m in job if m not in todo]))
+    if retried:  # from step 0, so not beside members that resume
+      queue.append((number, retried, []))
   for m in skipped_failed:
     log.info("%s failed before (%s); --retry_failed runs it again", m.name,
              m.status().get("error"))
-  display = Display(len(members), parallel)
-  running: dict = {}  # Member -> (Popen, start time)
+  display = Display(sum(len(job) for _, job in stacks), parallel)
+  running: dict = {}  # stack number -> (members, Popen, start time)
   failed_now = []
 
   def counts():
-    states = [m.state() for m in members]
-    return (states.count("done"), len(running), states.count("failed") + len(
-        [m for m in failed_now if m.state() != "failed"]), len(queue))
+    states = [m.state() for _, job in stacks for m in job]
+    return (states.count("done"), sum(len(job) for job, _, _ in running.values()),
+            states.count("failed") + len([m for m in failed_now if m.state() != "failed"]),
+            sum(len(job) for _, job, _ in queue))
 
   def stop(signum, frame):
     raise KeyboardInterrupt
@@ -260,59 +289,79 @@ def run_sweep(members: list[Member], argv, parallel: int, retry_failed: bool) ->
     _run_queue(queue, running, parallel, argv, display, counts, failed_now)
   except KeyboardInterrupt:
     # Members in flight are stopped and left resumable.
-    for proc, _ in running.values():
+    for _, proc, _ in running.values():
       proc.terminate()
-    for m, (proc, _) in running.items():
+    for job, proc, _ in running.values():
       try:
         proc.wait(timeout=30)
       except subprocess.TimeoutExpired:
         proc.kill()
-      m.write_status(state="interrupted", error="sweep interrupted")
+      for m in job:
+        if m.status().get("state") not in ("done", "failed"):
+          m.write_status(state="interrupted", error="sweep interrupted")
     log.error("sweep interrupted; the same command resumes it")
     return 130
-  return 1 if failed_now or any(m.state() == "failed" for m in members) else 0
+  return 1 if failed_now or any(m.state() == "failed" for _, job in stacks for m in job) else 0
+
+
+def _start(number: int, job: list[Member], ghosts: list[Member], argv):
+  if len(job) + len(ghosts) == 1:
+    log_path = job[0].log_path
+  else:
+    log_path = job[0].log_path.parent / f"stack-{number}.log"
+    sweep_stacks.link_logs(job, log_path)
+  with open(log_path, "ab") as out:
+    proc = subprocess.Popen(_child_argv(argv, job, ghosts, number), stdout=out,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+  what = job[0].name if len(job) == 1 else f"stack {number} ({len(job)} members)"
+  log.info("started %s (pid %d)", what, proc.pid)
+  return proc
+
+
+def _finished(job: list[Member], rc: int, wall: float, display, failed_now) -> None:
+  """Records how a member's or stack's process ended."""
+  for m in job:
+    state = m.status().get("state")
+    if state == "done":
+      display.walls.append(wall / len(job))
+      log.info("done %s in %.0f s (dev BLEU %.2f)", m.name, wall, m.status().get("dev_bleu", 0))
+    elif rc < 0:
+      why = f"killed by {signal.Signals(-rc).name}"
+      if state != "failed":
+        m.write_status(state="interrupted", error=why)
+      failed_now.append(m)
+      log.error("FAILED %s: %s; a rerun resumes it from its last checkpoint", m.name, why)
+    else:
+      if state != "failed":
+        m.write_status(state="failed", error=_last_line(m.log_path) or f"exit code {rc}")
+      failed_now.append(m)
+      log.error("FAILED %s: %s (log: %s)", m.name, m.status().get("error"), m.log_path)
 
 
 def _run_queue(queue, running, parallel, argv, display, counts, failed_now) -> None:
   last_print = 0.0
   while queue or running:
     while queue and len(running) < parallel:
-      m = queue.pop(0)
-      with open(m.log_path, "ab") as out:
-        proc = subprocess.Popen(_child_argv(argv, m.index), stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-      running[m] = (proc, time.time())
-      log.info("started %d %s (pid %d)", m.index, m.name, proc.pid)
+      number, job, ghosts = queue.pop(0)
+      running[number] = (job, _start(number, job, ghosts, argv), time.time())
     time.sleep(0.2)
-    for m, (proc, start) in list(running.items()):
+    for number, (job, proc, start) in list(running.items()):
       rc = proc.poll()
       if rc is None:
         continue
-      del running[m]
-      wall = time.time() - start
-      if rc == 0:
-        display.walls.append(wall)
-        log.info("done %s in %.0f s (dev BLEU %.2f)", m.name, wall, m.status().get("dev_bleu", 0))
-      elif rc < 0:
-        why = f"killed by {signal.Signals(-rc).name}"
-        m.write_status(state="interrupted", error=why)
-        failed_now.append(m)
-        log.error("FAILED %s: %s; a rerun resumes it from its last checkpoint", m.name, why)
-      else:
-        if m.status().get("state") != "failed":
-          m.write_status(state="failed", error=_last_line(m.log_path) or f"exit code {rc}")
-        failed_now.append(m)
-        log.error("FAILED %s: %s (log: %s)", m.name, m.status().get("error"), m.log_path)
+      del running[number]
+      _finished(job, rc, time.time() - start, display, failed_now)
     if time.time() - last_print > 30 or not (queue or running):
       log.info(display.line(*counts()))
       last_print = time.time()
 
 
-def _print_list(members: list[Member]) -> None:
+def _print_list(members: list[Member], stacks) -> None:
+  stack_of = {m.index: number for number, job in stacks for m in job}
   for m in members:
     status = m.status()
     extra = f"  ({status['error']})" if status.get("error") else ""
-    print(f"{m.index}\t{m.state()}\t{m.name}{extra}")
+    print(f"{m.index}\t{m.state()}\t{m.name}\tstack {stack_of[m.index]}{extra}")
 
 
 def main(argv) -> None:
@@ -326,22 +375,38 @@ def main(argv) -> None:
     members = expand(config, config_arg, root)
   except (SweepError, OSError, ValueError) as e:
     _fail(e)
-  index = _INDEX.value
+  index, stack_index = _INDEX.value, _STACK_INDEX.value
   if index is not None and not 0 <= index < len(members):
     _fail(f"--index={index} is out of range: the sweep has {len(members)} members "
           f"(0-{len(members) - 1})")
+  if _WORKER.value and _MEMBERS.value:
+    job = [members[int(k)] for k in _MEMBERS.value.split(",")]
+    ghosts = [members[int(k)] for k in _GHOSTS.value.split(",") if k]
+    sys.exit(sweep_stacks.run_stack_worker(job, ghosts, root / "jax_cache", stack_index))
   if _WORKER.value:
     sys.exit(run_worker(members[index], root / "jax_cache"))
+  try:
+    stacks = list(enumerate(sweep_stacks.plan(members, sweep_stacks.parse_option(_STACK.value))))
+  except ValueError as e:
+    _fail(e)
   if _LIST.value:
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `--list | head` ends quietly
-    _print_list(members)
+    _print_list(members, stacks)
     return
+  if index is not None and stack_index is not None:
+    _fail("--index (a member) and --stack_index (a stack) are exclusive")
+  if stack_index is not None and not 0 <= stack_index < len(stacks):
+    _fail(f"--stack_index={stack_index} is out of range: with --stack={_STACK.value} the "
+          f"sweep has {len(stacks)} stacks (0-{len(stacks) - 1}; see --list)")
   if not _SUMMARIZE.value:
     if _PARALLEL.value < 1:
       _fail(f"--parallel must be >= 1, got {_PARALLEL.value}")
-    selected = members if index is None else [members[index]]
-    code = run_sweep(selected, argv, _PARALLEL.value, _RETRY.value)
     if index is not None:
+      stacks = [(index, [members[index]])]
+    elif stack_index is not None:
+      stacks = [stacks[stack_index]]
+    code = run_sweep(stacks, argv, _PARALLEL.value, _RETRY.value)
+    if index is not None or stack_index is not None:
       sys.exit(code)
   else:
     code = 0

@@ -14,8 +14,8 @@ from seq2seq_jax.config_utils import load_module
 ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENTS = sorted(p.parent.name for p in (ROOT / "experiments").glob("*/config.py"))
 # members of each reproduction; every cell of its table has 3 seeds
-EXPECTED = {"attention_by_length": 9, "attention_scores": 24, "cells": 9, "parity": 3,
-            "scheduled_sampling": 15, "source_reversal": 6,
+EXPECTED = {"attention_by_length": 9, "attention_scores": 48, "cells": 9, "parity": 3,
+            "scheduled_sampling": 25, "source_reversal": 6,
             "transformer_vs_lstm": 6}
 
 

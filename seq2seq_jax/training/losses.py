@@ -19,7 +19,7 @@ def token_cross_entropy(logits: jax.Array, targets: jax.Array,
   logits = logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
   log_probs = jax.nn.log_softmax(logits, axis=-1)
   nll = -jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
-  if not label_smoothing:
+  if _is_zero(label_smoothing):
     return nll
   smooth = -jnp.mean(log_probs, axis=-1)
   return (1.0 - label_smoothing) * nll + label_smoothing * smooth
@@ -39,20 +39,24 @@ def masked_cross_entropy(logits: jax.Array, targets: jax.Array,
           "num_correct": jnp.sum(correct * mask)}
 
 
+def _is_zero(label_smoothing) -> bool:
+  """Whether smoothing is off; a traced amount (a stacked member's) may be anything."""
+  return isinstance(label_smoothing, (int, float)) and not label_smoothing
+
+
 def _projected_ce_forward(h, w, b, targets, label_smoothing):
   logits = ops.widen(ops.matmul(h, w) + ops.widen(b))  # [N, V]
   lse = jax.nn.logsumexp(logits, axis=-1)
   gold = jnp.take_along_axis(logits, targets[:, None], axis=-1)[:, 0]
   loss = lse - gold
-  if label_smoothing:
+  if not _is_zero(label_smoothing):
     loss = (1.0 - label_smoothing) * loss + label_smoothing * (lse - jnp.mean(logits, -1))
   correct = (gold >= jnp.max(logits, axis=-1)).astype(jnp.float32)
   return logits, lse, loss, correct
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
 def projected_cross_entropy(h: jax.Array, w: jax.Array, b: jax.Array, targets: jax.Array,
-                            label_smoothing: float = 0.0):
+                            label_smoothing=0.0):
   """The output projection and the token cross-entropy as one operation.
 
   Equal to `token_cross_entropy(h @ w + b, targets, label_smoothing)`, with a
@@ -65,12 +69,21 @@ def projected_cross_entropy(h: jax.Array, w: jax.Array, b: jax.Array, targets: j
     w: `[hidden, vocab]` output projection.
     b: `[vocab]` its bias.
     targets: `[N]` int target ids.
-    label_smoothing: as in `token_cross_entropy`.
+    label_smoothing: as in `token_cross_entropy`: a number, or a traced
+      scalar (a stacked member's own amount).
 
   Returns:
     `(loss [N], correct [N])`: per-token loss, and 1.0 where the target has the
     highest logit (no gradient).
   """
+  if isinstance(label_smoothing, (int, float)):
+    return _projected_ce(h, w, b, targets, float(label_smoothing))
+  return _projected_ce_traced(h, w, b, targets, label_smoothing)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _projected_ce(h: jax.Array, w: jax.Array, b: jax.Array, targets: jax.Array,
+                            label_smoothing: float = 0.0):
   _, _, loss, correct = _projected_ce_forward(h, w, b, targets, label_smoothing)
   return loss, correct
 
@@ -81,7 +94,7 @@ def _projected_ce_fwd(h, w, b, targets, label_smoothing):
   d_logits = jnp.exp(logits - lse[:, None])
   rows = jnp.arange(targets.shape[0])
   d_logits = d_logits.at[rows, targets].add(-(1.0 - label_smoothing))
-  if label_smoothing:
+  if not _is_zero(label_smoothing):
     d_logits = d_logits - label_smoothing / vocab
   return (loss, correct), (h, w, b, targets, d_logits.astype(w.dtype))
 
@@ -99,4 +112,24 @@ def _projected_ce_bwd(label_smoothing, residuals, cotangents):
   return d_h, d_w, d_b, None
 
 
-projected_cross_entropy.defvjp(_projected_ce_fwd, _projected_ce_bwd)
+_projected_ce.defvjp(_projected_ce_fwd, _projected_ce_bwd)
+
+
+@jax.custom_vjp
+def _projected_ce_traced(h, w, b, targets, label_smoothing):
+  _, _, loss, correct = _projected_ce_forward(h, w, b, targets, label_smoothing)
+  return loss, correct
+
+
+def _projected_ce_traced_fwd(h, w, b, targets, label_smoothing):
+  out, residuals = _projected_ce_fwd(h, w, b, targets, label_smoothing)
+  return out, (residuals, label_smoothing)
+
+
+def _projected_ce_traced_bwd(residuals, cotangents):
+  residuals, label_smoothing = residuals
+  d_h, d_w, d_b, _ = _projected_ce_bwd(None, residuals, cotangents)
+  return d_h, d_w, d_b, None, jnp.zeros_like(label_smoothing)
+
+
+_projected_ce_traced.defvjp(_projected_ce_traced_fwd, _projected_ce_traced_bwd)

@@ -34,7 +34,7 @@ def inverse_sqrt_schedule(peak: float, warmup_steps: int) -> optax.Schedule:
   return schedule
 
 
-def _get(train_config, field):
+def train_field(train_config, field):
   """A schedule or Adam field; a config saved before it existed gets what it meant."""
   return train_config.get(field, config_utils.ADDED_FIELDS[f"train.{field}"])
 
@@ -61,22 +61,28 @@ def check(train_config) -> None:
   _check_optimizer(train_config.optimizer)
   _check_number("learning_rate", train_config.learning_rate, lambda v: v > 0, "a number > 0")
   _check_number("clip_norm", train_config.clip_norm, lambda v: v >= 0, "a number >= 0 (0: off)")
-  name = _get(train_config, "lr_schedule")
+  name = train_field(train_config, "lr_schedule")
   if name not in LR_SCHEDULES:
     raise ValueError(f"train.lr_schedule={name!r} is not valid; valid schedules: "
                      f"{', '.join(LR_SCHEDULES)}")
-  _check_int("warmup_steps", _get(train_config, "warmup_steps"), 1 if name == "rsqrt" else 0)
-  _check_int("lr_halve_after", _get(train_config, "lr_halve_after"), 0)
-  _check_int("lr_halve_every", _get(train_config, "lr_halve_every"), 1)
+  _check_int("warmup_steps", train_field(train_config, "warmup_steps"), 1 if name == "rsqrt" else 0)
+  _check_int("lr_halve_after", train_field(train_config, "lr_halve_after"), 0)
+  _check_int("lr_halve_every", train_field(train_config, "lr_halve_every"), 1)
   for field in ("adam_b1", "adam_b2"):
-    _check_number(field, _get(train_config, field), lambda v: 0 <= v < 1, "in [0, 1)")
-  _check_number("adam_eps", _get(train_config, "adam_eps"), lambda v: v > 0, "a number > 0")
+    _check_number(field, train_field(train_config, field), lambda v: 0 <= v < 1, "in [0, 1)")
+  _check_number("adam_eps", train_field(train_config, "adam_eps"), lambda v: v > 0, "a number > 0")
 
 
-def learning_rate_schedule(train_config) -> optax.Schedule:
-  """`step -> learning rate` of a `config.train` section (see the module docstring)."""
-  lr, name = train_config.learning_rate, _get(train_config, "lr_schedule")
-  warmup = _get(train_config, "warmup_steps")
+def learning_rate_schedule(train_config, peak=None, warmup=None) -> optax.Schedule:
+  """`step -> learning rate` of a `config.train` section (see the module docstring).
+
+  `peak` and `warmup` (rsqrt's warmup only) replace `train.learning_rate` and
+  `train.warmup_steps`, and may be traced: a stacked step gives each member its own.
+  """
+  name = train_field(train_config, "lr_schedule")
+  lr = train_config.learning_rate if peak is None else peak
+  if warmup is None or name != "rsqrt":
+    warmup = train_field(train_config, "warmup_steps")
   if name == "rsqrt":
     return inverse_sqrt_schedule(lr, warmup)
   if name == "cosine":
@@ -84,40 +90,48 @@ def learning_rate_schedule(train_config) -> optax.Schedule:
         init_value=0.0, peak_value=lr, warmup_steps=warmup,
         decay_steps=max(train_config.num_steps, warmup + 1), end_value=0.0)
   if name == "halving":
-    return optax.exponential_decay(lr, transition_steps=_get(train_config, "lr_halve_every"),
+    return optax.exponential_decay(lr, transition_steps=train_field(train_config, "lr_halve_every"),
                                    decay_rate=0.5,
-                                   transition_begin=_get(train_config, "lr_halve_after"),
+                                   transition_begin=train_field(train_config, "lr_halve_after"),
                                    staircase=True)
   return optax.constant_schedule(lr)
 
 
 def make_optimizer(learning_rate=1e-3, clip_norm: float = 5.0, optimizer: str = "adam",
-                   b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8
-                   ) -> optax.GradientTransformation:
+                   b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
+                   clip: bool | None = None) -> optax.GradientTransformation:
   """Global-norm gradient clipping (off when `clip_norm` is 0), then Adam or SGD.
 
-  `learning_rate` is a number or an optax schedule of the step.
+  `learning_rate` is a number or an optax schedule of the step. A traced
+  `clip_norm` needs `clip` to say whether clipping is on (it changes the
+  state's layout, so it cannot depend on a traced value).
   """
   _check_optimizer(optimizer)
   if optimizer == "adam":
     chain = [optax.adam(learning_rate, b1=b1, b2=b2, eps=eps)]
   else:
     chain = [optax.sgd(learning_rate)]
-  if clip_norm:
+  if bool(clip_norm) if clip is None else clip:
     chain.insert(0, optax.clip_by_global_norm(clip_norm))
   return optax.chain(*chain)
 
 
-def optimizer_from_config(train_config) -> optax.GradientTransformation:
+def optimizer_from_config(train_config, peak=None, warmup=None, clip_norm=None
+                          ) -> optax.GradientTransformation:
   """The optimizer of a `config.train` section, checked.
 
   A constant rate is passed as a number, so the optimizer state has no step
   counter of its own and checkpoints keep the layout they had before schedules.
+  `peak`, `warmup` and `clip_norm` replace the config's learning rate, rsqrt
+  warmup and clip norm with (traced) values of a stacked member; whether
+  clipping is on at all stays the config's choice, as it changes the state's layout.
   """
   check(train_config)
-  constant = _get(train_config, "lr_schedule") == "constant"
-  return make_optimizer(train_config.learning_rate if constant
-                        else learning_rate_schedule(train_config),
-                        train_config.clip_norm, train_config.optimizer,
-                        _get(train_config, "adam_b1"), _get(train_config, "adam_b2"),
-                        _get(train_config, "adam_eps"))
+  constant = train_field(train_config, "lr_schedule") == "constant"
+  peak_value = train_config.learning_rate if peak is None else peak
+  return make_optimizer(peak_value if constant
+                        else learning_rate_schedule(train_config, peak, warmup),
+                        train_config.clip_norm if clip_norm is None else clip_norm,
+                        train_config.optimizer, train_field(train_config, "adam_b1"),
+                        train_field(train_config, "adam_b2"), train_field(train_config, "adam_eps"),
+                        clip=bool(train_config.clip_norm))

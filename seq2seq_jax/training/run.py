@@ -19,6 +19,13 @@ log = logging.getLogger(__name__)
 def _evaluate_and_record(config, model, params, dataset, split, step_number, writer, workdir,
                          plots_prefix):
   result = evaluate.evaluate(model, params, dataset, split, config.eval)
+  return record_evaluation(config, model, params, dataset, split, step_number, writer, workdir,
+                           plots_prefix, result)
+
+
+def record_evaluation(config, model, params, dataset, split, step_number, writer, workdir,
+                      plots_prefix, result):
+  """Writes an evaluation `result` of `params` to metrics.jsonl, with its attention plots."""
   record = {"step": step_number, "split": split, **result["metrics"],
             "bleu_by_length": result["bleu_by_length"]}
   writer.write(record)
@@ -51,7 +58,7 @@ def _plot_heads(model, params, dataset, split, result, path, step_number):
         path, title=f"step {step_number}: {result['hypotheses'][0]}")
 
 
-def _train_record(stats: list[dict], done: int, seconds: float) -> dict:
+def train_record(stats: list[dict], done: int, seconds: float) -> dict:
   """The `train` line of metrics.jsonl: means over the logging interval."""
   loss = float(np.mean([m["loss"] for m in stats]))
   return {"step": done, "split": "train", "loss": loss, "ppl": math.exp(min(loss, 50)),
@@ -60,6 +67,25 @@ def _train_record(stats: list[dict], done: int, seconds: float) -> dict:
           "tf_ratio": float(np.mean([m["tf_ratio"] for m in stats])),
           "learning_rate": float(stats[-1]["learning_rate"]),  # of the interval's last update
           "tokens_per_s": sum(float(m["num_tokens"]) for m in stats) / max(seconds, 1e-9)}
+
+
+def nonfinite_message(stats: list[dict], done: int, ckpt, workdir: Path) -> str:
+  """What to say of an interval (ending at step `done`) whose loss is not finite."""
+  losses = [float(m["loss"]) for m in stats]
+  j = next(j for j, loss in enumerate(losses) if not np.isfinite(loss))
+  saved = ckpt.last.latest_step()
+  return (f"training loss is {losses[j]} at step {done - len(stats) + 1 + j}; " +
+          (f"the last checkpoint is step {saved} in {workdir / 'checkpoints' / 'last'}"
+           if saved is not None else "no checkpoint was saved before it"))
+
+
+def write_outputs(workdir: Path, config, model, results: dict, wall: float) -> None:
+  """The predictions of each split and `report.md`, at the end of a run."""
+  for split, result in results.items():
+    (workdir / f"predictions_{split}.txt").write_text(
+        "".join(h + "\n" for h in result["hypotheses"]), encoding="utf-8")
+  workdir_files.write_report(workdir, config, model.config.summary, model.has_attention,
+                             results, config.train.num_steps, wall)
 
 
 def train_and_evaluate(config, workdir, config_mismatch: str = "error") -> dict:
@@ -103,15 +129,9 @@ def train_and_evaluate(config, workdir, config_mismatch: str = "error") -> dict:
     done = i + 1
     if done % tc.log_every_steps == 0 or done == tc.num_steps:
       stats = jax.device_get(interval)
-      record = _train_record(stats, done, time.time() - t_interval)
+      record = train_record(stats, done, time.time() - t_interval)
       if not np.isfinite(record["loss"]):
-        first_bad = done - len(stats) + 1 + next(
-            j for j, m in enumerate(stats) if not np.isfinite(m["loss"]))
-        saved = ckpt.last.latest_step()
-        raise FloatingPointError(
-            f"training loss is {record['loss']} at step {first_bad}; " +
-            (f"the last checkpoint is step {saved} in {workdir / 'checkpoints' / 'last'}"
-             if saved is not None else "no checkpoint was saved before it"))
+        raise FloatingPointError(nonfinite_message(stats, done, ckpt, workdir))
       writer.write(record)
       progress.update(done, record)
       interval, t_interval = [], time.time()
@@ -131,11 +151,7 @@ def train_and_evaluate(config, workdir, config_mismatch: str = "error") -> dict:
     dev = evaluate.evaluate(model, state.params, dataset, "dev", config.eval)
   results = {"dev": dev, "test": _evaluate_and_record(
       config, model, state.params, dataset, "test", tc.num_steps, writer, workdir, "final_test")}
-  for split, result in results.items():
-    (workdir / f"predictions_{split}.txt").write_text(
-        "".join(h + "\n" for h in result["hypotheses"]), encoding="utf-8")
-  workdir_files.write_report(workdir, config, model.config.summary, model.has_attention,
-                             results, tc.num_steps, time.time() - t_start)
+  write_outputs(workdir, config, model, results, time.time() - t_start)
   writer.close()
   ckpt.close()
   return results

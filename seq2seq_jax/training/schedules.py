@@ -14,10 +14,13 @@ feeds the model's own prediction) and ``step`` (teacher forcing for the first
 ``steps`` steps, free-running after).
 """
 
+import inspect
 import math
 from typing import Any, Callable
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 
 Schedule = Callable[[Any], Any]
 
@@ -101,3 +104,41 @@ def teacher_forcing_from_config(tf_config) -> Schedule | None:
   if is_always_teacher_forced(name, **params):
     return None
   return make_schedule(name, **params)
+
+
+# ----- one traced function for all schedules (stacked sweep members) -----
+
+def member_parameters(tf_config) -> dict[str, np.ndarray]:
+  """A `train.teacher_forcing` section as numbers for `traced_schedule`.
+
+  The schedule's index in `SCHEDULES` and every parameter a schedule reads,
+  with each schedule's own defaults, so members with different schedules can
+  share one compiled step. Exponential's `log k` is taken in float64 here, as
+  `exponential_schedule` does.
+  """
+  params = dict(tf_config)
+  name = params.pop("schedule")
+  make_schedule(name, **params)  # checks the name and the values
+  fn, fields = SCHEDULES[name]
+  defaults = {f: p.default for f, p in inspect.signature(fn).parameters.items() if f in fields}
+  values = {**defaults, **{f: params[f] for f in fields if params.get(f) is not None}}
+  out = {"schedule": np.int32(list(SCHEDULES).index(name)),
+         "ratio": np.float32(values.get("ratio", 1.0)), "k": np.float32(values.get("k", 1.0)),
+         "c": np.float32(values.get("c", 0.0)), "eps_min": np.float32(values.get("eps_min", 0.0)),
+         "steps": np.int32(values.get("steps", 0)),
+         "log_k": np.float32(math.log(values["k"]) if name == "exponential" else 0.0)}
+  return out
+
+
+def traced_schedule(i, p: dict):
+  """The schedule `p["schedule"]` (an index, may be traced) at step `i`, with the
+  parameters of `member_parameters`: the same values as `make_schedule`'s."""
+  branches = [
+      lambda: constant_schedule(i, p["ratio"]),
+      lambda: linear_schedule(i, p["k"], p["c"], p["eps_min"]),
+      lambda: jnp.exp(jnp.asarray(i, jnp.float32) * p["log_k"]),
+      lambda: inverse_sigmoid_schedule(i, p["k"]),
+      lambda: step_schedule(i, p["steps"]),
+  ]
+  assert len(branches) == len(SCHEDULES)
+  return jax.lax.switch(p["schedule"], branches).astype(jnp.float32)

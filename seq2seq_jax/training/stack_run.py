@@ -1,0 +1,318 @@
+"""The training loop of a stack: K sweep members trained as one program.
+
+`train_and_evaluate_stack(configs, workdirs)` is `run.train_and_evaluate` for
+members whose configs share a `stack.stack_key`: each member keeps its own
+workdir with the files a solo run writes (config, vocabularies, metrics.jsonl,
+TensorBoard events, checkpoints in the solo layout, predictions, report.md,
+attention maps), its own data order (its seed's `TrainBatches`), rng and
+hyperparameters; one jitted step trains them all, and one call decodes them
+all at each evaluation (`stack.map_members`: vmapped on an accelerator, one
+member after the other inside the program on a CPU). A member whose loss turns NaN/inf is frozen and
+reported failed; the others train on. A killed stack resumes every member from
+their newest common checkpoint, exactly.
+"""
+
+import json
+import logging
+import os
+from pathlib import Path
+import time
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from seq2seq_jax import config_checks, data, evaluate, models
+from seq2seq_jax.tokens import PAD_ID
+from seq2seq_jax.training import checkpoints, optim, run, stack, step
+from seq2seq_jax.training import workdir as workdir_files
+
+log = logging.getLogger(__name__)
+
+MEMORY_FRACTION = 0.7  # of the device's free memory a stack may plan to use
+
+
+def check_stackable(configs) -> None:
+  """Raises ValueError when the configs cannot share one compiled step."""
+  keys = [json.loads(stack.stack_key(c)) for c in configs]
+  other = next((k for k in keys if k != keys[0]), None)
+  if other is not None:
+    raise ValueError("members of one stack may differ only in " +
+                     ", ".join(stack.TRACED_FIELDS) + "; these differ elsewhere: " +
+                     _first_difference(keys[0], other))
+
+
+def _first_difference(a: dict, b: dict, prefix: str = "") -> str:
+  for key in sorted(set(a) | set(b)):
+    if isinstance(a.get(key), dict) and isinstance(b.get(key), dict):
+      found = _first_difference(a[key], b[key], f"{prefix}{key}.")
+      if found:
+        return found
+    elif a.get(key) != b.get(key):
+      return f"{prefix}{key} ({a.get(key)!r} vs {b.get(key)!r})"
+  return ""
+
+
+def _load_shared_data(configs, workdirs) -> data.Dataset:
+  """The dataset once (all members share `config.dataset`); every member's
+  workdir gets the vocabularies, as a solo run's would."""
+  dataset = workdir_files.load_data(configs[0], workdirs[0])
+  for workdir in workdirs[1:]:
+    for name in ("vocab_src.json", "vocab_tgt.json"):
+      own, first = workdir / name, workdirs[0] / name
+      if not own.exists():
+        own.write_bytes(first.read_bytes())
+      elif own.read_bytes() != first.read_bytes():
+        raise ValueError(f"{own} differs from {first}: the member was started with another "
+                         "vocabulary; use a fresh workdir for it")
+  return dataset
+
+
+def stacked_batch(batches: list, position: int) -> dict:
+  """Every member's batch at `position`, padded to the widest and stacked: `[K, batch, len]`.
+
+  With length buckets members can be in different buckets at one step; the extra
+  columns are padding, which the models mask (dropout masks over the source then
+  differ from a solo run's, as they are drawn for the padded shape).
+  """
+  parts = [b(position) for b in batches]
+  out = {}
+  for side in ("src", "tgt"):
+    width = max(p[side].shape[1] for p in parts)
+    out[side] = np.stack([np.pad(p[side], ((0, 0), (0, width - p[side].shape[1])),
+                                 constant_values=PAD_ID) for p in parts])
+  return out
+
+
+def _restore(ckpts, templates) -> tuple[int, list]:
+  """Every member's state at the newest checkpoint step they all have (0: none)."""
+  common = set.intersection(*[set(c.last.all_steps()) for c in ckpts])
+  if not common and any(c.last.all_steps() for c in ckpts):
+    log.warning("the members have no checkpoint step in common; all start from step 0")
+  for saved in sorted(common, reverse=True):
+    try:
+      restored = [c.restore(str(saved), t) for c, t in zip(ckpts, templates)]
+    except checkpoints.CheckpointError as e:
+      log.error("%s; trying an earlier step", e)
+      continue
+    for (_, meta), c in zip(restored, ckpts):
+      if meta["data_position"] != saved:
+        raise checkpoints.CheckpointError(f"{c.directory}: checkpoint {saved}: data position "
+                                          f"{meta['data_position']} != step")
+    log.info("resumed %d members at step %d", len(ckpts), saved)
+    return saved, [state for state, _ in restored]
+  return 0, templates
+
+
+def _failure(stats: list[dict], done: int, ckpt, workdir: Path) -> str:
+  """Why a member stopped in the interval ending at `done` (its own metrics)."""
+  j = next(j for j, m in enumerate(stats) if not m["alive"])
+  loss, grad_norm = float(stats[j]["loss"]), float(stats[j]["grad_norm"])
+  what = f"training loss is {loss}" if not np.isfinite(loss) else f"gradient norm is {grad_norm}"
+  saved = ckpt.last.latest_step()
+  return (f"FloatingPointError: {what} at step {done - len(stats) + 1 + j} (frozen in its "
+          "stack, the other members trained on); " +
+          (f"the last checkpoint is step {saved} in {workdir / 'checkpoints' / 'last'}"
+           if saved is not None else "no checkpoint was saved before it"))
+
+
+def device_memory_bytes() -> int:
+  """Free memory of the first device: its allocator's limit less what is in use
+  (accelerators), or the machine's available RAM, page cache included (CPU)."""
+  stats = jax.local_devices()[0].memory_stats() or {}
+  if "bytes_limit" in stats:
+    return int(stats["bytes_limit"] - stats.get("bytes_in_use", 0))
+  try:
+    with open("/proc/meminfo") as f:
+      for line in f:
+        if line.startswith("MemAvailable:"):
+          return int(line.split()[1]) * 1024
+  except OSError:
+    pass
+  return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def member_footprint_bytes(step_fn, state, batch, rngs, hypers, alive) -> int:
+  """Bytes one member needs: the compiled stacked step's arguments, outputs and
+  temporaries for a stack of one (XLA's memory analysis)."""
+  one = jax.tree.map(lambda x: x[:1], (state, batch, rngs, hypers, alive))
+  stats = jax.jit(step_fn).lower(*one).compile().memory_analysis()
+  if stats is None:
+    return 0
+  return int(stats.argument_size_in_bytes + stats.output_size_in_bytes +
+             stats.temp_size_in_bytes)
+
+
+def train_and_evaluate_stack(configs: list, workdirs: list,
+                             on_member_end: Callable | None = None,
+                             max_members: int | None = None,
+                             active: list[bool] | None = None) -> list:
+  """Trains the members `configs[k]` in `workdirs[k]` as one stack, resuming.
+
+  Args:
+    configs: the members' configs, equal but for `stack.TRACED_FIELDS`.
+    workdirs: one per member.
+    on_member_end: called as `(k, results, error)` when member k finishes
+      (`results` by split) or fails (`error`, a one-line message).
+    max_members: the most members one program may hold; None measures it (the
+      device's free memory over one member's footprint). A larger stack trains
+      as several, one after the other.
+    active: False for a frozen slot (a member that is not trained now, kept so
+      the program is that of the whole stack); its workdir is not touched.
+
+  Returns:
+    each member's final results by split, or None for a member that failed.
+  """
+  for config in configs:
+    config_checks.validate(config)
+  check_stackable(configs)
+  workdirs = [None if w is None else Path(w).resolve() for w in workdirs]
+  active = [True] * len(configs) if active is None else list(active)
+  workdirs = [w if on else None for w, on in zip(workdirs, active)]
+  for config, workdir in zip(configs, workdirs):
+    if workdir is not None:
+      workdir_files.prepare(config, workdir, "error")
+  dataset = _load_shared_data([c for c, on in zip(configs, active) if on],
+                              [w for w in workdirs if w is not None])
+  model = models.build(configs[0].model, len(dataset.src_vocab), len(dataset.tgt_vocab))
+  tc = configs[0].train
+  sampling = any(stack.needs_sampling(c) for c in configs)
+  step_fn = stack.make_stacked_train_step(model, tc, sampling, stack.default_vmap_width())
+  batches = [data.TrainBatches(*dataset.arrays["train"], tc.batch_size, c.seed,
+                               c.dataset.get("bucket_boundaries", ())) for c in configs]
+  if max_members is None and len(configs) > 1:
+    probe = _Stack(model, configs[:1], workdirs[:1], batches[:1], open_files=False)
+    footprint = member_footprint_bytes(step_fn, *probe.step_args(batches[:1], 0))
+    max_members = max(1, int(MEMORY_FRACTION * device_memory_bytes() // max(footprint, 1)))
+    log.info("one member needs %.1f MB; %d fit in %.1f GB free", footprint / 1e6,
+             max_members, device_memory_bytes() / 1e9)
+  if max_members is not None and len(configs) > max_members:
+    parts = -(-len(configs) // max_members)
+    size = -(-len(configs) // parts)
+    log.warning("a stack of %d members does not fit the device (at most %d): training %d "
+                "stacks of up to %d, one after the other", len(configs), max_members, parts, size)
+    results = []
+    for start in range(0, len(configs), size):
+      end = min(start + size, len(configs))
+      def shifted(k, *args, start=start):
+        if on_member_end is not None:
+          on_member_end(start + k, *args)
+      results += train_and_evaluate_stack(configs[start:end], workdirs[start:end], shifted,
+                                          max_members=size, active=active[start:end])
+    return results
+  members = _Stack(model, configs, workdirs, batches, active=active)
+  return members.train(jax.jit(step_fn, donate_argnums=(0,)), dataset, on_member_end)
+
+
+class _Stack:
+  """The members' state, files and bookkeeping for one stacked loop."""
+
+  def __init__(self, model, configs, workdirs, batches, open_files: bool = True,
+               active: list[bool] | None = None):
+    self.model, self.configs, self.workdirs, self.batches = model, configs, workdirs, batches
+    self.active = [True] * len(configs) if active is None else active
+    tc = configs[0].train
+    tx = optim.optimizer_from_config(tc)
+    # Each member's initial state as a solo run makes it (same rng, same shapes).
+    states = [step.init_state(model, tx, jax.random.PRNGKey(c.seed), b(0))
+              for c, b in zip(configs, batches)]
+    self.start = 0
+    self.ckpts, self.writers = {}, {}
+    live = [k for k, on in enumerate(self.active) if on]
+    if open_files:
+      self.ckpts = {k: checkpoints.Checkpoints(workdirs[k] / "checkpoints", tc.keep_checkpoints)
+                    for k in live}
+      self.start, restored = _restore([self.ckpts[k] for k in live], [states[k] for k in live])
+      for k, state in zip(live, restored):
+        states[k] = state
+      self.writers = {k: workdir_files.MetricWriter(workdirs[k], self.start) for k in live}
+    self.state = stack.stack_trees(states)
+    self.rngs = stack.stack_trees([jax.random.PRNGKey(c.seed) for c in configs])
+    self.hypers = stack.stack_trees([stack.member_hyper(c) for c in configs])
+    # Frozen slots never train and are never reported.
+    self.failed: dict[int, str] = {k: "frozen slot" for k, on in enumerate(self.active) if not on}
+
+  def step_args(self, batches, position):
+    alive = jnp.asarray(self.active)
+    return self.state, stacked_batch(batches, position), self.rngs, self.hypers, alive
+
+  def live(self) -> list[int]:
+    return [k for k in range(len(self.configs)) if k not in self.failed]
+
+  def _log_interval(self, interval, done, seconds, progress, on_member_end) -> None:
+    stats = jax.device_get(interval)
+    records = []
+    for k in self.live():
+      own = [{name: value[k] for name, value in m.items()} for m in stats]
+      if not all(m["alive"] for m in own):
+        self.failed[k] = _failure(own, done, self.ckpts[k], self.workdirs[k])
+        log.error("member %s failed: %s", self.workdirs[k].name, self.failed[k])
+        self.writers[k].close()
+        if on_member_end is not None:
+          on_member_end(k, None, self.failed[k])
+        continue
+      record = run.train_record(own, done, seconds)
+      self.writers[k].write(record)
+      records.append(record)
+    if records:
+      progress.update(done, {"loss": float(np.mean([r["loss"] for r in records])),
+                             "tokens_per_s": sum(r["tokens_per_s"] for r in records)})
+
+  def _evaluate(self, dataset, split, done, prefix_of) -> dict:
+    results = evaluate.evaluate_members(self.model, self.state.params, len(self.configs),
+                                        dataset, split, self.configs[0].eval)
+    out = {}
+    for k in self.live():
+      out[k] = run.record_evaluation(
+          self.configs[k], self.model, stack.member_tree(self.state.params, k), dataset, split,
+          done, self.writers[k], self.workdirs[k], prefix_of(done), results[k])
+    return out
+
+  def train(self, step_fn, dataset, on_member_end) -> list:
+    tc, cfg_eval = self.configs[0].train, self.configs[0].eval
+    progress = workdir_files.Progress(tc.num_steps, self.start)
+    t_start, interval, t_interval = time.time(), [], time.time()
+    alive = jnp.asarray(self.active)
+    dev = None
+    log.info("training %d members as one stack (%d slots) from step %d", len(self.live()),
+             len(self.configs), self.start)
+    for i in range(self.start, tc.num_steps):
+      self.state, metrics = step_fn(self.state, stacked_batch(self.batches, i), self.rngs,
+                                    self.hypers, alive)
+      alive = metrics["alive"]
+      interval.append(metrics)
+      done = i + 1
+      if done % tc.log_every_steps == 0 or done == tc.num_steps:
+        self._log_interval(interval, done, time.time() - t_interval, progress, on_member_end)
+        interval, t_interval = [], time.time()
+      is_eval = done % cfg_eval.every_steps == 0 or done == tc.num_steps
+      if is_eval:
+        dev = self._evaluate(dataset, "dev", done, lambda d: "final_dev" if d == tc.num_steps
+                             else f"{d:07d}")
+        bleus = " ".join(f"{dev[k]['metrics']['bleu']:.2f}" for k in self.live())
+        progress.message(f"step {done}: dev BLEU of the members {bleus}")
+      if is_eval or done % tc.checkpoint_every_steps == 0:
+        for k in self.live():
+          self.ckpts[k].save(done, stack.member_tree(self.state, k),
+                             {"step": done, "data_position": done},
+                             bleu=dev[k]["metrics"]["bleu"] if is_eval else None)
+        t_interval = time.time()  # tokens_per_s counts training time only
+    for c in self.ckpts.values():
+      c.wait()
+    if dev is None:  # resumed after the last step: the dev metrics are already recorded
+      results = evaluate.evaluate_members(self.model, self.state.params, len(self.configs),
+                                          dataset, "dev", cfg_eval)
+      dev = {k: results[k] for k in self.live()}
+    test = self._evaluate(dataset, "test", tc.num_steps, lambda d: "final_test")
+    finished = [None] * len(self.configs)
+    wall = time.time() - t_start
+    for k in self.live():
+      finished[k] = {"dev": dev[k], "test": test[k]}
+      run.write_outputs(self.workdirs[k], self.configs[k], self.model, finished[k], wall)
+      self.writers[k].close()
+      if on_member_end is not None:
+        on_member_end(k, finished[k], None)
+    for c in self.ckpts.values():
+      c.close()
+    return finished

@@ -1,0 +1,271 @@
+"""Stacked sweep members: the vmapped step against solo steps, and stacked sweeps
+(deterministic, resumable after kill -9, a NaN member frozen without touching the others)."""
+
+import json
+import math
+import os
+from pathlib import Path
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from seq2seq_jax import config_utils, data, models
+from seq2seq_jax.training import losses, optim, schedules, stack, stack_run, step
+from seq2seq_jax.training.workdir import TIMING_FIELDS
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG = ROOT / "tests" / "configs" / "stack_quick.py"
+
+# Each schedule written out (Bengio et al. 2015, 2.4), one member each.
+FORMULAS = {
+    "constant": ({"ratio": 0.7}, lambda i: 0.7),
+    "linear": ({"k": 1.0, "c": 1e-4, "eps_min": 0.1}, lambda i: max(0.1, 1.0 - 1e-4 * i)),
+    "exponential": ({"k": 0.999}, lambda i: 0.999 ** i),
+    "inverse_sigmoid": ({"k": 500.0}, lambda i: 500.0 / (500.0 + math.exp(i / 500.0))),
+    "step": ({"steps": 1234}, lambda i: 1.0 if i < 1234 else 0.0),
+}
+
+
+def test_one_traced_function_gives_every_schedule_per_member():
+  assert set(FORMULAS) == set(schedules.SCHEDULES)
+  names = sorted(FORMULAS)
+  params = stack.stack_trees([schedules.member_parameters({"schedule": n, **FORMULAS[n][0]})
+                              for n in names])
+  traced = jax.jit(jax.vmap(schedules.traced_schedule, in_axes=(None, 0)))
+  for i in (0, 1, 10, 500, 1234, 10_000, 50_000):
+    expected = [FORMULAS[n][1](i) for n in names]
+    np.testing.assert_allclose(traced(jnp.int32(i), params), expected, rtol=1e-5, atol=1e-7)
+
+
+def test_traced_label_smoothing_matches_the_formula_and_its_gradient():
+  rng = np.random.default_rng(0)
+  h, w = rng.normal(size=(6, 5)).astype(np.float32), rng.normal(size=(5, 7)).astype(np.float32)
+  b, targets = rng.normal(size=7).astype(np.float32), rng.integers(0, 7, 6)
+
+  def formula(h, w, b, eps):  # (1 - eps) * nll + eps * mean over the vocabulary of -log p
+    log_p = jax.nn.log_softmax(h @ w + b)
+    nll = -jnp.take_along_axis(log_p, targets[:, None], 1)[:, 0]
+    return jnp.sum((1 - eps) * nll - eps * jnp.mean(log_p, -1))
+
+  def fused(h, w, b, eps):
+    return jnp.sum(losses.projected_cross_entropy(h, w, b, jnp.asarray(targets), eps)[0])
+
+  for eps in (0.0, 0.1, 0.3):
+    traced = jax.jit(jax.value_and_grad(fused, argnums=(0, 1, 2)))
+    value, grads = traced(h, w, b, jnp.float32(eps))
+    ref_value, ref_grads = jax.value_and_grad(formula, argnums=(0, 1, 2))(h, w, b, eps)
+    np.testing.assert_allclose(value, ref_value, rtol=1e-5)
+    for g, r in zip(grads, ref_grads):
+      np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-6)
+
+
+def _member(base, **fields):
+  config = ml_collections.ConfigDict(base.to_dict())
+  for dotted, value in fields.items():
+    node, parts = config, dotted.split("__")
+    for part in parts[:-1]:
+      node = node[part]
+    node[parts[-1]] = value
+  return config
+
+
+def _solo_losses(model, dataset, config, steps):
+  """What `run.train_and_evaluate` computes: its optimizer, schedule and step, jitted alone."""
+  tc = config.train
+  tx = optim.optimizer_from_config(tc)
+  batches = data.TrainBatches(*dataset.arrays["train"], tc.batch_size, config.seed)
+  state = step.init_state(model, tx, jax.random.PRNGKey(config.seed), batches(0))
+  train_step = jax.jit(step.make_train_step(
+      model, tx, schedules.teacher_forcing_from_config(tc.teacher_forcing), tc.label_smoothing,
+      tc.loss_normalization, optim.learning_rate_schedule(tc)))
+  out = []
+  for i in range(steps):
+    state, metrics = train_step(state, batches(i), jax.random.PRNGKey(config.seed))
+    out.append(jax.device_get(metrics))
+  return out
+
+
+CASES = {  # name: (lr schedule, steps, whether members feed back predictions)
+    "gold": ("constant", 50, False),
+    "rsqrt": ("rsqrt", 20, False),
+    "sampled": ("constant", 20, True),
+}
+
+
+@pytest.mark.parametrize("width", [None, 1], ids=["vmap", "map"])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_a_stacked_member_trains_as_it_would_alone(case, width):
+  """Same data order and teacher-forcing coins, losses to 1e-5 relative.
+
+  vmap batches every matmul over the members, and XLA's batched kernels round
+  differently from the single ones: the losses differ by up to ~1e-6 relative
+  (measured). A member fed its own argmax predictions has a near tie in some
+  argmax now and then, which that difference can resolve the other way (a solo
+  run on another CPU would too): measured first after about 40 steps of this
+  model, so the sampled case holds for 20.
+  """
+  lr_schedule, steps, sampled = CASES[case]
+  base = config_utils.load_module(ROOT / "configs" / "default.py").get_config("quick")
+  base.train.lr_schedule, base.train.warmup_steps = lr_schedule, 10
+  tf = "train__teacher_forcing__"
+  linear = {tf + "schedule": "linear", tf + "k": 1.0, tf + "c": 0.01, tf + "eps_min": 0.25}
+  exponential = {tf + "schedule": "exponential", tf + "k": 0.97}
+  configs = [
+      _member(base, seed=0, train__learning_rate=3e-3, **(linear if sampled else {})),
+      _member(base, seed=1, train__learning_rate=1e-3, train__label_smoothing=0.1,
+              train__clip_norm=0.5, train__warmup_steps=20, **(exponential if sampled else {})),
+      _member(base, seed=2, train__learning_rate=2e-3, train__warmup_steps=5),  # gold only
+  ]
+  dataset = data.load(base.dataset)
+  model = models.build(base.model, len(dataset.src_vocab), len(dataset.tgt_vocab))
+  solo = [_solo_losses(model, dataset, c, steps) for c in configs]
+  batches = [data.TrainBatches(*dataset.arrays["train"], c.train.batch_size, c.seed)
+             for c in configs]
+  members = stack_run._Stack(model, configs, [None] * 3, batches, open_files=False)
+  step_fn = jax.jit(stack.make_stacked_train_step(model, base.train, sampled, width))
+  state, alive = members.state, jnp.ones(3, bool)
+  worst = 0.0
+  for i in range(steps):
+    batch = stack_run.stacked_batch(batches, i)
+    for k in range(3):  # the data order is the member's own
+      np.testing.assert_array_equal(batch["src"][k], batches[k](i)["src"])
+    state, metrics = step_fn(state, batch, members.rngs, members.hypers, alive)
+    metrics = jax.device_get(metrics)
+    for k in range(3):
+      assert metrics["tf_ratio"][k] == solo[k][i]["tf_ratio"], (i, k)  # the same coins
+      np.testing.assert_allclose(metrics["learning_rate"][k], solo[k][i]["learning_rate"],
+                                 rtol=1e-6)
+      rel = abs(metrics["loss"][k] - solo[k][i]["loss"]) / abs(solo[k][i]["loss"])
+      worst = max(worst, rel)
+      assert rel < 1e-5, (i, k, metrics["loss"][k], solo[k][i]["loss"])
+  assert metrics["alive"].all()
+  print(f"{case}, width {width}: largest relative loss difference over {steps} steps: "
+        f"{worst:.2e}")
+
+
+def test_members_that_change_shapes_or_code_paths_are_refused_in_one_stack():
+  base = config_utils.load_module(ROOT / "configs" / "default.py").get_config("quick")
+  configs = [_member(base, seed=0), _member(base, seed=1, model__cell="gru")]
+  assert stack.stack_key(configs[0]) != stack.stack_key(configs[1])
+  with pytest.raises(ValueError, match="model.cell"):
+    stack_run.check_stackable(configs)
+  assert stack.stack_key(_member(base, seed=5, train__learning_rate=1.0)) == \
+      stack.stack_key(configs[0])
+  assert stack.stack_key(_member(base, train__clip_norm=0.0)) != stack.stack_key(configs[0])
+
+
+# ----- stacked sweeps -----
+
+def run_sweep(workdir, *flags, arg="nan", wait=True):
+  cmd = [sys.executable, "-m", "seq2seq_jax.sweep", f"--config={CONFIG}:{arg}",
+         f"--workdir={workdir}", *flags]
+  if not wait:
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+  return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+
+
+def _metrics(member_dir: Path) -> list[dict]:
+  records = [json.loads(ln) for ln in (member_dir / "metrics.jsonl").read_text().splitlines()]
+  return [{k: v for k, v in r.items() if k not in TIMING_FIELDS} for r in records]
+
+
+def _names(root, arg):
+  return [ln.split("\t")[2] for ln in run_sweep(root, "--list", arg=arg).stdout.splitlines()]
+
+
+@pytest.fixture(scope="module")
+def sweeps(tmp_path_factory):
+  base = tmp_path_factory.mktemp("stack")
+  whole, killed, without = base / "whole", base / "killed", base / "without"
+  healthy = base / "healthy"
+  proc = run_sweep(whole)
+  assert proc.returncode == 1, proc.stdout + proc.stderr  # member 2 failed
+  proc = run_sweep(healthy, arg="")
+  assert proc.returncode == 0, proc.stdout + proc.stderr
+  proc = run_sweep(without, arg="without_nan")
+  assert proc.returncode == 0, proc.stdout + proc.stderr
+  names = _names(killed, "nan")
+  status = killed / "status" / f"{names[0]}.json"
+  proc = run_sweep(killed, wait=False)
+  deadline = time.time() + 600
+  while time.time() < deadline:
+    if (killed / "members" / names[3] / "checkpoints" / "last" / "20").exists():
+      os.kill(json.loads(status.read_text())["pid"], signal.SIGKILL)
+      break
+    time.sleep(0.05)
+  proc.communicate(timeout=900)
+  assert json.loads(status.read_text())["state"] == "interrupted"
+  resumed = run_sweep(killed)
+  assert resumed.returncode == 1, resumed.stdout + resumed.stderr
+  return whole, killed, without, names, healthy
+
+
+def test_a_nan_member_is_frozen_and_the_others_are_untouched(sweeps):
+  """Beside a NaN member the others compute exactly what they compute beside a
+  healthy one; without it, in a stack of 3, what they compute differs only by
+  the rounding of batched kernels of another size (the losses to 1e-5)."""
+  whole, _, without, names, healthy = sweeps
+  failed = json.loads((whole / "status" / f"{names[2]}.json").read_text())
+  assert failed["state"] == "failed"
+  assert re.search(r"training loss is (nan|inf) at step 2 ", failed["error"]), failed["error"]
+  assert not (whole / "members" / names[2] / "report.md").exists()
+  others = _names(without, "without_nan")
+  assert others == [names[0], names[1], names[3]]
+  for name in others:
+    assert json.loads((whole / "status" / f"{name}.json").read_text())["state"] == "done"
+    assert _metrics(whole / "members" / name) == _metrics(healthy / "members" / name), name
+    three = _metrics(without / "members" / name)
+    four = _metrics(whole / "members" / name)
+    assert [(r["step"], r["split"]) for r in three] == [(r["step"], r["split"]) for r in four]
+    for a, b in zip(four, three):
+      assert a["loss"] == pytest.approx(b["loss"], rel=1e-5), (name, a, b)
+  summary = (whole / "summary.md").read_text()
+  assert re.search(r"training loss is (nan|inf) at step 2 ", summary.split("## Failed")[1])
+
+
+def test_kill_9_of_a_stack_resumes_every_member_exactly(sweeps):
+  whole, killed, _, names, _ = sweeps
+  assert "resumed 3 members at step 20" in (killed / "logs" / f"{names[0]}.log").read_text()
+  for name in (names[0], names[1], names[3]):
+    assert _metrics(killed / "members" / name) == _metrics(whole / "members" / name), name
+
+
+def test_a_stacked_member_writes_what_a_solo_run_writes(sweeps, tmp_path):
+  whole, _, _, names, _ = sweeps
+  proc = run_sweep(tmp_path, "--index=3")
+  assert proc.returncode == 0, proc.stdout + proc.stderr
+
+  def files(d):  # orbax's data files and TensorBoard's event files have unique names
+    names = (re.sub(r"/d/[0-9a-f]+$", "/d/*", str(p.relative_to(d)).split("/events.out")[0])
+             for p in d.rglob("*") if p.is_file())
+    return sorted(set(names))
+  assert files(whole / "members" / names[3]) == files(tmp_path / "members" / names[3])
+  stacked, solo = _metrics(whole / "members" / names[3]), _metrics(tmp_path / "members" / names[3])
+  for a, b in zip(stacked, solo):
+    if a["split"] == "train":
+      assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+  listing = run_sweep(whole, "--list").stdout.splitlines()
+  assert [ln.split("\t")[3].split("  (")[0] for ln in listing] == ["stack 0"] * 4
+  proc = run_sweep(whole, "--stack_index=1")
+  assert proc.returncode == 2 and "the sweep has 1 stacks" in proc.stderr
+
+
+def test_stack_option_plans_the_stacks(tmp_path):
+  def stacks(*flags):
+    out = run_sweep(tmp_path, "--list", *flags, arg="").stdout.splitlines()
+    return [ln.split("\t")[3] for ln in out]
+  assert stacks() == ["stack 0"] * 4
+  assert stacks("--stack=3") == ["stack 0"] * 3 + ["stack 1"]
+  assert stacks("--stack=1") == [f"stack {j}" for j in range(4)]
+  proc = run_sweep(tmp_path, "--stack=0", arg="")
+  assert proc.returncode == 2
+  assert proc.stderr.strip() == "error: --stack must be auto or a number >= 1, got '0'"
