@@ -2,7 +2,6 @@
 (deterministic, resumable after kill -9, a NaN member frozen without touching the others)."""
 
 import json
-import math
 import os
 from pathlib import Path
 import re
@@ -16,6 +15,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
+from test_schedules import FORMULAS  # each schedule written out (Bengio et al. 2015, 2.4)
 
 from seq2seq_jax import config_utils, data, models
 from seq2seq_jax.training import losses, optim, schedules, stack, stack_run, step
@@ -23,16 +23,6 @@ from seq2seq_jax.training.workdir import TIMING_FIELDS
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "tests" / "configs" / "stack_quick.py"
-
-# Each schedule written out (Bengio et al. 2015, 2.4), one member each.
-FORMULAS = {
-    "constant": ({"ratio": 0.7}, lambda i: 0.7),
-    "linear": ({"k": 1.0, "c": 1e-4, "eps_min": 0.1}, lambda i: max(0.1, 1.0 - 1e-4 * i)),
-    "exponential": ({"k": 0.999}, lambda i: 0.999 ** i),
-    "inverse_sigmoid": ({"k": 500.0}, lambda i: 500.0 / (500.0 + math.exp(i / 500.0))),
-    "step": ({"steps": 1234}, lambda i: 1.0 if i < 1234 else 0.0),
-}
-
 
 def test_one_traced_function_gives_every_schedule_per_member():
   assert set(FORMULAS) == set(schedules.SCHEDULES)
