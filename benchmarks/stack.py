@@ -146,12 +146,9 @@ def worker(size: str, steps: int) -> None:
 
 def time_separate(size: str, steps: int, at_once: int) -> dict:
   """`at_once` worker processes started together; their timings."""
-  t0 = time.perf_counter()
   cmd = [sys.executable, __file__, "--worker", f"--sizes={size}", f"--steps={steps}"]
   procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) for _ in range(at_once)]
   outs = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
-  startup = time.perf_counter() - t0  # only for information
-  del startup
   return {"step_s": float(np.median([o["step_s"] for o in outs])),
           "ready_s": float(np.mean([o["ready_s"] for o in outs]))}
 
