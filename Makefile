@@ -22,7 +22,7 @@ lint: setup
 	$(PY) -m ruff check seq2seq_jax tests benchmarks configs experiments
 
 test: lint
-	$(PY) -m pytest -n 2 -q
+	$(PY) -m pytest -n 2 --dist loadgroup -q
 
 bench: setup
 	$(PY) benchmarks/train_step.py

@@ -115,6 +115,15 @@ def get_config(arg=None):
       max_examples=0,  # evaluate on the first N dev pairs; 0 = all
   ))
 
+  # Devices (seq2seq_jax/training/parallel.py): the batch is split over `data`
+  # (0 = every device; train.batch_size stays the global batch); stacked sweep
+  # members spread over `members`. Not part of the experiment: a run may resume
+  # on another mesh.
+  config.mesh = ml_collections.ConfigDict(dict(
+      data=0,
+      members=1,
+  ))
+
   if arg == "quick":
     config_utils.make_quick(config, {
         "model.attention_dim": 0, "eval.max_examples": 0, "train.num_steps": 60,

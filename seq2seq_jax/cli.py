@@ -30,3 +30,14 @@ def parse_flags(argv, config_flag):
   if config is None or not flags.FLAGS.workdir:
     fail("--config and --workdir are required")
   return config
+
+
+def start_processes() -> None:
+  """`jax.distributed` from the `--coordinator_address/--num_processes/--process_id`
+  flags or the launcher's environment (`training.parallel.initialize`); one line on failure."""
+  from seq2seq_jax.training import parallel  # imports jax: not needed to print an error
+  f = flags.FLAGS
+  try:
+    parallel.initialize(f.coordinator_address, f.num_processes, f.process_id)
+  except (ValueError, RuntimeError) as e:  # RuntimeError: XLA's, e.g. an unreachable coordinator
+    fail(f"could not start the run's processes: {str(e).splitlines()[0]}")

@@ -38,6 +38,11 @@ def validate(config) -> None:
       raise ValueError(f"{field}={every} must be a multiple of train.log_every_steps="
                        f"{log_every}")
   check_eval_decoding(config.eval)
+  for field, least in (("data", 0), ("members", 1)):
+    value = config.get("mesh", {}).get(field, least)
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+      raise ValueError(f"mesh.{field} must be an int >= {least} "
+                       f"{'(0 = every device)' if least == 0 else ''}, got {value!r}")
 
 
 def check_eval_decoding(cfg_eval) -> None:

@@ -16,7 +16,7 @@ import sacrebleu
 
 from seq2seq_jax import decoding
 from seq2seq_jax.tokens import PAD_ID
-from seq2seq_jax.training import stack
+from seq2seq_jax.training import parallel, stack
 
 LENGTH_BUCKETS = (5, 10, 15, 20, 30, 40, 60, 10**9)  # upper bounds of source lengths
 
@@ -46,41 +46,68 @@ def _forced_members(model, params, src, tgt, width):
                            (params,), width)
 
 
+def _batch_size(batch_size: int, n: int, mesh) -> int:
+  """At most `batch_size` (and the corpus), rounded up to split over the mesh (the
+  padding rows are dropped)."""
+  size = max(1, min(batch_size, n))
+  if mesh is None:
+    return size
+  return -(-size // parallel.rows_multiple(mesh)) * parallel.rows_multiple(mesh)
+
+
+def _on_mesh(arrays, mesh):
+  """Numpy batches as global arrays split over the mesh's data axis (the source is
+  the stacked members' common input); unchanged without a mesh."""
+  if mesh is None:
+    return [jnp.asarray(a) for a in arrays]
+  return parallel.shard_rows(arrays, mesh)
+
+
 def decode_corpus(model, params, src: np.ndarray, batch_size: int,
-                  options: decoding.DecodeOptions, stacked: bool = False) -> decoding.Hypotheses:
+                  options: decoding.DecodeOptions, stacked: bool = False,
+                  mesh=None) -> decoding.Hypotheses:
   """Greedy or beam search (as `options` say) over `src [N, src_len]` in batches.
 
   With `stacked`, `params` has a leading member axis and so has every output.
+  With a `mesh`, each batch is split over its `data` axis (`params` placed on it).
 
   Returns numpy `Hypotheses` over all N sentences.
   """
-  batch_size = max(1, min(batch_size, len(src)))
+  batch_size = _batch_size(batch_size, len(src), mesh)
   parts = []
-  for (chunk,), real in batches([src], batch_size):
+  for chunk, real in batches([src], batch_size):
+    (chunk,) = _on_mesh(chunk, mesh)
     if stacked:
-      out = _decode_members(model, params, jnp.asarray(chunk), options,
-                            stack.default_vmap_width())
-      parts.append(jax.tree.map(lambda x, r=real: np.asarray(x)[:, :r], out))
+      out = _decode_members(model, params, chunk, options, _vmap_width(mesh))
+      parts.append(jax.tree.map(lambda x, r=real: x[:, :r], parallel.to_host(out)))
     else:
       out = decoding.decode(model, params, chunk, options)
-      parts.append(jax.tree.map(lambda x, r=real: np.asarray(x)[:r], out))
+      parts.append(jax.tree.map(lambda x, r=real: x[:r], parallel.to_host(out)))
   return jax.tree.map(lambda *xs: np.concatenate(xs, axis=1 if stacked else 0), *parts)
 
 
-def forced_loss(model, params, src, tgt, batch_size, stacked: bool = False):
+def _vmap_width(mesh):
+  """Members spread over a mesh are vmapped; `lax.map` would visit them one by one."""
+  if mesh is not None and mesh.shape["members"] > 1:
+    return None
+  return stack.default_vmap_width()
+
+
+def forced_loss(model, params, src, tgt, batch_size, stacked: bool = False, mesh=None):
   """Mean teacher-forced token loss over `(src, tgt)` (`[members]` with `stacked`)."""
-  batch_size = min(batch_size, len(src))
+  batch_size = _batch_size(batch_size, len(src), mesh)
   total, count = 0.0, 0.0
   for (s, t), real in batches([src, tgt], batch_size):
     t = t.copy()
     t[real:] = PAD_ID  # padding rows contribute nothing
+    count += float(np.sum(t != PAD_ID))
+    s, t = _on_mesh([s, t], mesh)
     if stacked:
-      per_token = _forced_members(model, params, s, t, stack.default_vmap_width())
-      total = total - np.asarray(jnp.sum(per_token, axis=(1, 2)), np.float64)
+      per_token = _forced_members(model, params, s, t, _vmap_width(mesh))
+      total = total - np.asarray(parallel.to_host(jnp.sum(per_token, axis=(1, 2))), np.float64)
     else:
       per_token, _ = decoding.forced_log_probs(model, params, s, t)
-      total -= float(jnp.sum(per_token))
-    count += float(np.sum(t != PAD_ID))
+      total -= float(parallel.to_host(jnp.sum(per_token)))
   return total / max(count, 1.0)
 
 
@@ -108,7 +135,7 @@ def _text_metrics(hyps, refs, char_level: bool) -> tuple[dict, object, object]:
   return metrics, bleu, chrf
 
 
-def evaluate(model, params, dataset, split: str, cfg_eval) -> dict:
+def evaluate(model, params, dataset, split: str, cfg_eval, mesh=None) -> dict:
   """Loss, perplexity, BLEU / chrF / exact match of one split.
 
   The outputs come from beam search with `cfg_eval.beam_size` (greedy when
@@ -118,33 +145,34 @@ def evaluate(model, params, dataset, split: str, cfg_eval) -> dict:
   Returns:
     dict with `metrics` (JSON-ready numbers), `bleu_by_length`, `signature`,
     `hypotheses`, `attention` and the source / output tokens of each sentence.
+    With a `mesh`, every batch is split over its data axis.
   """
-  return _evaluate(model, params, dataset, split, cfg_eval, members=None)[0]
+  return _evaluate(model, params, dataset, split, cfg_eval, members=None, mesh=mesh)[0]
 
 
 def evaluate_members(model, stacked_params, members: int, dataset, split: str,
-                     cfg_eval) -> list[dict]:
+                     cfg_eval, mesh=None) -> list[dict]:
   """`evaluate` of each of the `members` runs stacked in `stacked_params` (a
   leading member axis): their loss and decoding run as one vmapped program."""
-  return _evaluate(model, stacked_params, dataset, split, cfg_eval, members=members)
+  return _evaluate(model, stacked_params, dataset, split, cfg_eval, members=members, mesh=mesh)
 
 
-def _evaluate(model, params, dataset, split, cfg_eval, members) -> list[dict]:
+def _evaluate(model, params, dataset, split, cfg_eval, members, mesh) -> list[dict]:
   src, tgt = dataset.arrays[split]
   texts = dataset.texts[split]
   if cfg_eval.max_examples:
     src, tgt, texts = src[:cfg_eval.max_examples], tgt[:cfg_eval.max_examples], \
         texts[:cfg_eval.max_examples]
   stacked = members is not None
-  loss = forced_loss(model, params, src, tgt, cfg_eval.batch_size, stacked)
+  loss = forced_loss(model, params, src, tgt, cfg_eval.batch_size, stacked, mesh)
   refs = [t for _, t in texts]
   char_level = dataset.tgt_vocab.kind == "char"
   options = decoding.DecodeOptions.from_eval_config(cfg_eval)
-  out = decode_corpus(model, params, src, cfg_eval.batch_size, options, stacked)
+  out = decode_corpus(model, params, src, cfg_eval.batch_size, options, stacked, mesh)
   greedy = None
   if options.beam_size > 1 and cfg_eval.get("report_greedy", False):
     greedy = decode_corpus(model, params, src, cfg_eval.batch_size,
-                           dataclasses.replace(options, beam_size=1), stacked)
+                           dataclasses.replace(options, beam_size=1), stacked, mesh)
   src_lengths = [int(np.sum(row != PAD_ID)) for row in src]
   results = []
   for m in range(members or 1):

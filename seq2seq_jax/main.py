@@ -2,6 +2,10 @@
 
     python -m seq2seq_jax.main --config=configs/default.py --workdir=DIR \
         [--config.model.cell=gru ...] [--config_mismatch=allow]
+
+One of several processes of a run (README, "Several devices and hosts"): under
+`srun`, Open MPI or on a TPU slice JAX finds the others itself; by hand, give each
+process `--coordinator_address=HOST:PORT --num_processes=N --process_id=I`.
 """
 
 import logging
@@ -12,13 +16,18 @@ from ml_collections import config_flags
 
 from seq2seq_jax import config_checks
 from seq2seq_jax.cli import fail as _fail
-from seq2seq_jax.cli import parse_flags
+from seq2seq_jax.cli import parse_flags, start_processes
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file "
                                           "(`configs/NAME.py[:ARG]`).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and plots go.")
 _MISMATCH = flags.DEFINE_enum("config_mismatch", "error", ["error", "allow"],
                               "What to do when the workdir holds a run with another config.")
+flags.DEFINE_string("coordinator_address", None, "Multi-process runs started by hand: "
+                    "HOST:PORT of process 0 (jax.distributed).")
+flags.DEFINE_integer("num_processes", None, "Multi-process runs started by hand: how many.")
+flags.DEFINE_integer("process_id", None, "Multi-process runs started by hand: this one's "
+                     "index, 0 to num_processes - 1.")
 
 
 def main(argv) -> None:
@@ -27,17 +36,19 @@ def main(argv) -> None:
     config_checks.validate(config)
   except ValueError as e:
     _fail(str(e))
+  start_processes()
   logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s",
                       datefmt="%H:%M:%S")
   logging.getLogger("seq2seq_jax").setLevel(logging.INFO)  # orbax's INFO lines stay quiet
-  logging.getLogger("seq2seq_jax").info("config:\n%s", config)
   # Imported after the checks: the loop's imports (tensorboardX 1.4 s, orbax 0.8 s)
   # would delay every config error line from 0.6 s to 2.0 s (measured, 2-core EPYC).
   from seq2seq_jax.training import checkpoints, run
   try:
     run.train_and_evaluate(config, _WORKDIR.value, _MISMATCH.value)
-  except (ValueError, FloatingPointError, checkpoints.CheckpointError) as e:
-    _fail(str(e))  # a differing workdir config, a NaN loss, no readable checkpoint
+  except run.RunInterrupted as e:
+    _fail(str(e), e.exit_code)  # 130 (SIGINT) or 143 (SIGTERM), and how to resume
+  except (ValueError, FloatingPointError, OSError, checkpoints.CheckpointError) as e:
+    _fail(str(e))  # a differing workdir config, a NaN loss, a missing file, no readable checkpoint
 
 
 if __name__ == "__main__":

@@ -172,7 +172,7 @@ def run_worker(member: Member, cache_dir: Path) -> int:
     fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
   except OSError:
     print(f"error: member {member.name} is running in another process", file=sys.stderr)
-    return 3
+    return sweep_stacks.LOCKED_EXIT
   jax.config.update("jax_compilation_cache_dir", str(cache_dir))
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
   attempts = member.status().get("attempts", 0) + 1
@@ -192,7 +192,7 @@ def run_worker(member: Member, cache_dir: Path) -> int:
     message = " ".join(f"{type(e).__name__}: {e}".split())
     member.write_status(state="failed", finished=time.time(), error=message[:500])
     return 1
-  member.write_status(state="done", finished=time.time(), wall_s=time.time() - t0,
+  member.write_status(state="done", finished=time.time(), wall_s=time.time() - t0, error=None,
                       dev_bleu=results["dev"]["metrics"]["bleu"],
                       test_bleu=results["test"]["metrics"]["bleu"])
   return 0
@@ -312,7 +312,8 @@ def _start(number: int, job: list[Member], ghosts: list[Member], argv):
     sweep_stacks.link_logs(job, log_path)
   with open(log_path, "ab") as out:
     proc = subprocess.Popen(_child_argv(argv, job, ghosts, number), stdout=out,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+                            stderr=subprocess.STDOUT, start_new_session=True,
+                            preexec_fn=sweep_stacks.die_with_driver)
   what = job[0].name if len(job) == 1 else f"stack {number} ({len(job)} members)"
   log.info("started %s (pid %d)", what, proc.pid)
   return proc
@@ -322,7 +323,10 @@ def _finished(job: list[Member], rc: int, wall: float, display, failed_now) -> N
   """Records how a member's or stack's process ended."""
   for m in job:
     state = m.status().get("state")
-    if state == "done":
+    if rc == sweep_stacks.LOCKED_EXIT:  # lost the race for the lock: the status is the winner's
+      log.warning("%s is running in another process; left to it", m.name)
+      failed_now.append(m)
+    elif state == "done":
       display.walls.append(wall / len(job))
       log.info("done %s in %.0f s (dev BLEU %.2f)", m.name, wall, m.status().get("dev_bleu", 0))
     elif rc < 0:

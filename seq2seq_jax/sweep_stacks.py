@@ -9,14 +9,28 @@ process splits it further if the device cannot hold it), `--stack=K` cuts groups
 into stacks of at most K, `--stack=1` is one process per member.
 """
 
+import ctypes
 import fcntl
 import os
+import signal
+import sys
 import time
 import traceback
 
 import jax
 
 from seq2seq_jax.training import stack
+
+LOCKED_EXIT = 3  # a worker whose members all run in another process: it leaves them alone
+
+
+def die_with_driver() -> None:
+  """In a member's process, before it runs (`Popen(preexec_fn=...)`): SIGTERM when the
+  driver dies, even by `kill -9`, so that no member trains on unowned and a rerun never
+  starts a second set beside it (the member stops at a step boundary, resumable).
+  Linux's `prctl(PR_SET_PDEATHSIG)`; elsewhere members outlive a killed driver."""
+  if sys.platform.startswith("linux"):
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
 
 
 def parse_option(value: str) -> int | None:
@@ -77,7 +91,7 @@ def run_stack_worker(members: list, ghosts: list, cache_dir, stack_number: int) 
     locks.append(lock)
     mine.append(m)
   if not mine:
-    return 3
+    return LOCKED_EXIT
   jax.config.update("jax_compilation_cache_dir", str(cache_dir))
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
   started = time.time()

@@ -12,6 +12,7 @@ line (with `--nbest N`, N lines an input, best first; with `--with_scores`,
 """
 
 import logging
+import os
 from pathlib import Path
 import sys
 
@@ -20,10 +21,10 @@ import jax
 import ml_collections
 import numpy as np
 
-from seq2seq_jax import config_utils, decoding, evaluate, models
+from seq2seq_jax import config_utils, decoding, evaluate, files, models
 from seq2seq_jax.data.vocab import load_vocab
 from seq2seq_jax.tokens import EOS_ID
-from seq2seq_jax.training import checkpoints, optim, step
+from seq2seq_jax.training import checkpoints, optim, parallel, step
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training workdir.")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", "best",
@@ -119,10 +120,19 @@ def _length_batches(lengths, batch_size):
   return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
 
+def _placed(src: np.ndarray, mesh):
+  """A batch split over the mesh's data axis (rows padded to a multiple of it)."""
+  return src if mesh is None else parallel.shard_rows([src], mesh)[0]
+
+
 def translate(model, params, src_vocab, tgt_vocab, sentences, options: decoding.DecodeOptions,
-              seed=0, batch_size=64):
+              seed=0, batch_size=64, mesh=None):
   """`options.num_samples` (sampling) or `options.beam_size` translations of each
-  sentence: a list (per sentence) of `(score, text, tokens, attention)`, best first."""
+  sentence: a list (per sentence) of `(score, text, tokens, attention)`, best first.
+
+  With a `mesh` (`params` placed on it) every batch is split over its data axis;
+  a batch padded for it samples other random numbers than the unpadded one.
+  """
   ids = [src_vocab.encode(s) for s in sentences]
   nbest = options.num_samples if options.temperature > 0 else options.beam_size
   # A sentence without tokens gets empty outputs and keeps its line.
@@ -132,9 +142,9 @@ def translate(model, params, src_vocab, tgt_vocab, sentences, options: decoding.
   for batch_number, batch in enumerate(_length_batches(lengths, batch_size)):
     idx = [todo[j] for j in batch]
     src = _pad([ids[i] for i in idx])
-    out = decoding.decode(model, params, src, options,
+    out = decoding.decode(model, params, _placed(src, mesh), options,
                           rng=jax.random.fold_in(jax.random.PRNGKey(seed), batch_number))
-    out = jax.tree.map(np.asarray, out)
+    out = parallel.to_host(out)
     for row, i in enumerate(idx):
       results[i] = [(float(out.scores[row, n]), tgt_vocab.decode(out.tokens[row, n]),
                      out.tokens[row, n, :out.lengths[row, n]],
@@ -144,14 +154,16 @@ def translate(model, params, src_vocab, tgt_vocab, sentences, options: decoding.
   return results
 
 
-def score(model, params, src_vocab, tgt_vocab, pairs, batch_size=64) -> list[float]:
+def score(model, params, src_vocab, tgt_vocab, pairs, batch_size=64, mesh=None) -> list[float]:
   """log p(target + <eos> | source) of each `(source, target)` pair."""
   src_ids = [src_vocab.encode(s) for s, _ in pairs]
   tgt_ids = [tgt_vocab.encode(t, eos=True) for _, t in pairs]
   out = [0.0] * len(pairs)
   for idx in _length_batches([len(r) for r in src_ids], batch_size):
-    _, per_sentence = decoding.forced_log_probs(model, params, _pad([src_ids[i] for i in idx]),
-                                                _pad([tgt_ids[i] for i in idx]))
+    _, per_sentence = decoding.forced_log_probs(
+        model, params, _placed(_pad([src_ids[i] for i in idx]), mesh),
+        _placed(_pad([tgt_ids[i] for i in idx]), mesh))
+    per_sentence = parallel.to_host(per_sentence)
     for row, i in enumerate(idx):
       out[i] = float(per_sentence[row])
   return out
@@ -180,6 +192,9 @@ def _decode_options(config) -> decoding.DecodeOptions:
 
 def _run() -> list[str]:
   config, model, params, src_vocab, tgt_vocab = load_model(_WORKDIR.value, _CHECKPOINT.value)
+  # Every local device, whatever mesh the run trained on.
+  mesh = parallel.make_mesh(parallel.DEFAULT_MESH)
+  params = jax.device_put(params, parallel.replicated(mesh))
   lines = read_lines(_INPUT.value)
   name = _INPUT.value or "stdin"
   if _SCORE.value:
@@ -191,13 +206,13 @@ def _run() -> list[str]:
                              f"{len(parts) - 1} tabs")
       pairs.append(tuple(parts))
     return [f"{s:.6f}" for s in score(model, params, src_vocab, tgt_vocab, pairs,
-                                      _BATCH.value)]
+                                      _BATCH.value, mesh)]
   for number, line in enumerate(lines, 1):
     if not line.strip():
       log.warning("%s:%d: empty line; its translation is empty too", name, number)
   options = _decode_options(config)
   results = translate(model, params, src_vocab, tgt_vocab, lines, options, seed=_SEED.value,
-                      batch_size=_BATCH.value)
+                      batch_size=_BATCH.value, mesh=mesh)
   if _ATTENTION_DIR.value:
     _plot(results, lines, src_vocab, tgt_vocab, Path(_ATTENTION_DIR.value),
           not model.has_attention)
@@ -238,15 +253,27 @@ def main(argv) -> None:
     sys.exit(2)
   logging.basicConfig(level=logging.WARNING, format="%(message)s")
   try:
+    if _OUTPUT.value:  # before any decoding: a bad path must not cost the translations
+      _check_output(Path(_OUTPUT.value))
     out = _run()
+    text = "".join(line + "\n" for line in out)
+    if _OUTPUT.value:  # the whole output or none
+      files.write_atomically(Path(_OUTPUT.value), text)
   except (TranslateError, checkpoints.CheckpointError, ValueError, OSError) as e:
     print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
     sys.exit(2)
-  text = "".join(line + "\n" for line in out)
-  if _OUTPUT.value:
-    Path(_OUTPUT.value).write_text(text, encoding="utf-8")
-  else:
+  if not _OUTPUT.value:
     sys.stdout.write(text)
+
+
+def _check_output(path: Path) -> None:
+  if path.is_dir():
+    raise TranslateError(f"--output={path} is a directory; give a file name")
+  if not path.parent.is_dir():
+    raise TranslateError(f"--output={path}: directory {path.parent} does not exist; "
+                         "create it or choose another --output")
+  if not os.access(path.parent, os.W_OK):
+    raise TranslateError(f"--output={path}: directory {path.parent} is not writable")
 
 
 if __name__ == "__main__":

@@ -89,7 +89,8 @@ def test_failures_are_reported_and_the_others_finish(faulty):
   assert [n for n, s in states.items() if s == "done"] == [names[i] for i in (0, 3, 4, 6, 7)]
   summary = (root / "summary.md").read_text()
   failed = summary.split("## Failed")[1]
-  assert "FileNotFoundError: tsv corpus /nonexistent/corpus.tsv does not exist" in failed
+  assert ("FileNotFoundError: dataset.name=tsv:/nonexistent/corpus.tsv: the file "
+          "/nonexistent/corpus.tsv does not exist") in failed
   assert re.search(r"FloatingPointError: training loss is (nan|inf) at step \d+", failed)
   assert "killed by SIGKILL" in failed
   for n in (names[0], names[3], names[4]):

@@ -198,11 +198,14 @@ class TrainBatches:
                      index))
     return [plan[i] for i in rng.permutation(len(plan))]
 
-  def __call__(self, position: int) -> dict:
+  def __call__(self, position: int, part: slice | None = None) -> dict:
+    """Batch `position`, or only its rows `part` (a process's share of a global batch)."""
     epoch, index = divmod(position, self.per_epoch)
     if epoch != self._epoch:
       self._epoch, self._plan = epoch, self._epoch_plan(epoch)
     rows, bucket = self._plan[index]
+    if part is not None:
+      rows = rows[part]
     if bucket is None:
       return {"src": self.src[rows], "tgt": self.tgt[rows]}
     _, src_len, tgt_len = self.buckets[bucket]

@@ -25,7 +25,8 @@ def read_pairs(path) -> tuple[list[tuple[str, str]], dict]:
   """Pairs of `path` and a report `{reason: [line numbers]}` of skipped lines."""
   path = Path(path)
   if not path.exists():
-    raise FileNotFoundError(f"tsv corpus {path} does not exist")
+    raise FileNotFoundError(f"dataset.name=tsv:{path}: the file {path} does not exist; give "
+                            "a TSV corpus (source<TAB>target a line, .gz/.xz/.bz2 allowed)")
   pairs, bad = [], {}
   with _open(path) as f:
     for number, raw in enumerate(f, 1):

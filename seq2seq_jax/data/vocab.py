@@ -9,6 +9,7 @@ import re
 import numpy as np
 import sentencepiece as spm
 
+from seq2seq_jax import files
 from seq2seq_jax.tokens import EOS_ID, PAD_ID, SPECIAL_TOKENS, UNK_ID
 
 TOKENIZERS = ("word", "char", "sentencepiece")
@@ -85,8 +86,7 @@ class Vocab:
     return cls(data["tokens"][len(SPECIAL_TOKENS):], data["kind"])
 
   def save(self, path) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-      json.dump(self.to_json(), f, ensure_ascii=False)
+    _save_json(path, self.to_json())
 
   @classmethod
   def load(cls, path) -> "Vocab":
@@ -131,8 +131,11 @@ class SentencePieceVocab:
     return self.sp.decode(content_ids(ids))
 
   def save(self, path) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-      json.dump({"kind": self.kind, "model": base64.b64encode(self.proto).decode()}, f)
+    _save_json(path, {"kind": self.kind, "model": base64.b64encode(self.proto).decode()})
+
+
+def _save_json(path, obj) -> None:
+  files.write_atomically(path, json.dumps(obj, ensure_ascii=False))
 
 
 def load_vocab(path):

@@ -2,9 +2,12 @@
 
 import logging
 from pathlib import Path
+import shutil
 
 import jax
 import orbax.checkpoint as ocp
+
+from seq2seq_jax.training import parallel
 
 log = logging.getLogger(__name__)
 
@@ -29,19 +32,48 @@ class Checkpoints:
     if not create and not (self.directory / "last").is_dir():
       raise CheckpointError(f"no checkpoints in {self.directory}")
     names = ("state", "meta")
+    # Across processes, each manager's barriers need their own names: `last` and
+    # `best` save the same step at once, and orbax names barriers by the step.
     self.last = ocp.CheckpointManager(
         self.directory / "last", item_names=names,
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=create))
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=keep, create=create, cleanup_tmp_directories=create,
+            multiprocessing_options=ocp.options.MultiprocessingOptions(
+                barrier_sync_key_prefix="last")))
     self.best = ocp.CheckpointManager(
         self.directory / "best", item_names=names,
-        options=ocp.CheckpointManagerOptions(max_to_keep=1, create=create, best_mode="max",
-                                             best_fn=lambda metrics: metrics["bleu"]))
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=1, create=create, best_mode="max", cleanup_tmp_directories=create,
+            best_fn=lambda metrics: metrics["bleu"],
+            multiprocessing_options=ocp.options.MultiprocessingOptions(
+                barrier_sync_key_prefix="best")))
 
   def save(self, step: int, state, meta: dict, bleu: float | None = None) -> None:
     if step not in self.last.all_steps():
       self.last.save(step, args=_args(state, meta))
     if bleu is not None:
       self.best.save(step, args=_args(state, meta), metrics={"bleu": bleu})
+
+  def repair_best(self, step: int, state, meta: dict, bleu: float) -> None:
+    """Offers evaluation step `step`, just resumed from `last/`, to `best/` again:
+    a run stopped between an evaluation's two saves has it in `last/` only."""
+    if step not in self.best.all_steps():
+      log.warning("checkpoint %d is in last/ but was never offered to best/ (the run was "
+                  "stopped between the two saves); saving it there now", step)
+      self.best.save(step, args=_args(state, meta), metrics={"bleu": bleu})
+
+  def _move_aside(self, step: int) -> Path:
+    """Moves the unreadable `last/<step>` to `damaged/last-<step>`, out of orbax's
+    way, so that the step is written afresh and `translate` never meets it."""
+    target = self.directory / "damaged" / f"last-{step}"
+    if parallel.is_primary():
+      target.parent.mkdir(exist_ok=True)
+      if target.exists():
+        shutil.rmtree(target)
+      shutil.move(str(self.directory / "last" / str(step)), target)
+    parallel.barrier(f"moved aside {step}")
+    self.last.reload()
+    return target
 
   def wait(self) -> None:
     self.last.wait_until_finished()
@@ -60,14 +92,16 @@ class Checkpoints:
         restored = self.last.restore(step, args=_args(template, None, restore=True))
       except Exception as e:  # orbax raises many types for damaged files
         path = self.directory / "last" / str(step)
-        log.error("checkpoint %s is unreadable (%s: %s); trying an earlier one",
-                      path, type(e).__name__, str(e).splitlines()[0][:200])
-        failures.append(str(path))
+        failures.append((step, path, f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"))
         continue
+      for bad, path, reason in failures:
+        log.error("checkpoint %s is unreadable (%s); moved to %s, resuming from step %d",
+                  path, reason, self._move_aside(bad), step)
       return restored.state, restored.meta
     if failures:
       raise CheckpointError(f"no readable checkpoint in {self.directory / 'last'}; "
-                            f"unreadable: {', '.join(failures)}. Move them away to start over.")
+                            f"unreadable: {', '.join(str(p) for _, p, _ in failures)}. Move "
+                            "them away to start over.")
     return None
 
   def restore(self, which: str, template):

@@ -3,6 +3,8 @@
 import logging
 import math
 from pathlib import Path
+import signal
+import threading
 import time
 
 import jax
@@ -10,15 +12,15 @@ import numpy as np
 
 from seq2seq_jax import config_checks, data, evaluate, models
 from seq2seq_jax.tokens import EOS_ID, PAD_ID
-from seq2seq_jax.training import checkpoints, optim, schedules, step
+from seq2seq_jax.training import checkpoints, optim, parallel, schedules, step
 from seq2seq_jax.training import workdir as workdir_files
 
 log = logging.getLogger(__name__)
 
 
 def _evaluate_and_record(config, model, params, dataset, split, step_number, writer, workdir,
-                         plots_prefix):
-  result = evaluate.evaluate(model, params, dataset, split, config.eval)
+                         plots_prefix, mesh=None):
+  result = evaluate.evaluate(model, params, dataset, split, config.eval, mesh=mesh)
   return record_evaluation(config, model, params, dataset, split, step_number, writer, workdir,
                            plots_prefix, result)
 
@@ -29,7 +31,8 @@ def record_evaluation(config, model, params, dataset, split, step_number, writer
   record = {"step": step_number, "split": split, **result["metrics"],
             "bleu_by_length": result["bleu_by_length"]}
   writer.write(record)
-  if result["attention"] is not None and config.eval.num_attention_plots:
+  if (result["attention"] is not None and config.eval.num_attention_plots
+      and parallel.is_primary()):
     (workdir / "attention").mkdir(exist_ok=True)
     src_ids = dataset.arrays[split][0]
     for i in range(min(config.eval.num_attention_plots, len(src_ids))):
@@ -69,23 +72,67 @@ def train_record(stats: list[dict], done: int, seconds: float) -> dict:
           "tokens_per_s": sum(float(m["num_tokens"]) for m in stats) / max(seconds, 1e-9)}
 
 
-def nonfinite_message(stats: list[dict], done: int, ckpt, workdir: Path) -> str:
-  """What to say of an interval (ending at step `done`) whose loss is not finite."""
-  losses = [float(m["loss"]) for m in stats]
-  j = next(j for j, loss in enumerate(losses) if not np.isfinite(loss))
+def nonfinite_message(stats: list[dict], done: int, ckpt, workdir: Path,
+                      where: str = "") -> str:
+  """What to say of an interval (ending at step `done`) with a non-finite loss or
+  gradient norm (or, stacked, a member no longer `alive`): its first such step."""
+  def bad(m):
+    return (not m.get("alive", True) or not np.isfinite(float(m["loss"]))
+            or not np.isfinite(float(m["grad_norm"])))
+  j = next(j for j, m in enumerate(stats) if bad(m))
+  loss, grad_norm = float(stats[j]["loss"]), float(stats[j]["grad_norm"])
+  what = f"training loss is {loss}" if not np.isfinite(loss) else f"gradient norm is {grad_norm}"
   saved = ckpt.last.latest_step()
-  return (f"training loss is {losses[j]} at step {done - len(stats) + 1 + j}; " +
+  return (f"{what} at step {done - len(stats) + 1 + j}{where}; " +
           (f"the last checkpoint is step {saved} in {workdir / 'checkpoints' / 'last'}"
            if saved is not None else "no checkpoint was saved before it"))
 
 
 def write_outputs(workdir: Path, config, model, results: dict, wall: float) -> None:
-  """The predictions of each split and `report.md`, at the end of a run."""
+  """The predictions of each split and `report.md`, at the end of a run (by the
+  primary process)."""
+  if not parallel.is_primary():
+    return
   for split, result in results.items():
     (workdir / f"predictions_{split}.txt").write_text(
         "".join(h + "\n" for h in result["hypotheses"]), encoding="utf-8")
   workdir_files.write_report(workdir, config, model.config.summary, model.has_attention,
                              results, config.train.num_steps, wall)
+
+
+class RunInterrupted(KeyboardInterrupt):
+  """SIGINT or SIGTERM stopped a run at a step boundary, its checkpoints complete."""
+
+  def __init__(self, signum: int, step: int, saved: int | None):
+    self.exit_code = 128 + signum
+    name = signal.Signals(signum).name
+    super().__init__(f"stopped by {name} after step {step}; " + (
+        f"the last checkpoint is step {saved}: the same command resumes from it"
+        if saved is not None else "no checkpoint was saved yet: the same command starts over"))
+
+
+class StopSignals:
+  """Within the block, SIGINT and SIGTERM ask the loop to stop at its next step
+  boundary (`signum`); a second one stops at once. Only in the main thread (where
+  Python runs signal handlers); the previous handlers come back at the end."""
+
+  def __enter__(self):
+    self.signum, self.previous = None, {}
+    if threading.current_thread() is threading.main_thread():
+      for signum in (signal.SIGINT, signal.SIGTERM):
+        self.previous[signum] = signal.signal(signum, self._request)
+    return self
+
+  def _request(self, signum, frame):
+    if self.signum is not None:
+      raise KeyboardInterrupt
+    self.signum = signum
+    log.warning("%s: stopping after this step (send it again to stop at once)",
+                signal.Signals(signum).name)
+
+  def __exit__(self, *exc):
+    for signum, handler in self.previous.items():
+      signal.signal(signum, handler)
 
 
 def train_and_evaluate(config, workdir, config_mismatch: str = "error") -> dict:
@@ -96,14 +143,23 @@ def train_and_evaluate(config, workdir, config_mismatch: str = "error") -> dict:
   """
   config_checks.validate(config)
   workdir = Path(workdir).resolve()
-  workdir_files.prepare(config, workdir, config_mismatch)
-  dataset = workdir_files.load_data(config, workdir)
-  model = models.build(config.model, len(dataset.src_vocab), len(dataset.tgt_vocab))
   tc = config.train
+  mesh = parallel.make_mesh(config.get("mesh", parallel.DEFAULT_MESH))
+  parallel.check_batch_size(tc.batch_size, mesh)
+  devices = parallel.describe(mesh)
+  log.info("devices: %s", parallel.summary(devices))  # the first line of a run's log
+  workdir_files.check_config(config, workdir, config_mismatch)
+  dataset = workdir_files.load_data(config, workdir)
+  workdir_files.prepare(config, workdir, config_mismatch, devices)
+  log.info("config (also %s):\n%s", workdir / "config.json", config)  # after the data's errors
+  model = models.build(config.model, len(dataset.src_vocab), len(dataset.tgt_vocab))
   tx = optim.optimizer_from_config(tc)
   batches = data.TrainBatches(*dataset.arrays["train"], tc.batch_size, config.seed,
                               config.dataset.get("bucket_boundaries", ()))
-  state = step.init_state(model, tx, jax.random.PRNGKey(config.seed), batches(0))
+  replicated, rows = parallel.replicated(mesh), parallel.batch_sharding(mesh)
+  my_rows = parallel.process_rows(tc.batch_size)
+  state = jax.device_put(step.init_state(model, tx, jax.random.PRNGKey(config.seed),
+                                         batches(0)), replicated)
   ckpt = checkpoints.Checkpoints(workdir / "checkpoints", tc.keep_checkpoints)
   restored = ckpt.restore_latest(state)
   start = 0
@@ -115,42 +171,57 @@ def train_and_evaluate(config, workdir, config_mismatch: str = "error") -> dict:
                                         f"{meta['data_position']} != step")
     log.info("resumed from %s at step %d", workdir / "checkpoints", start)
   writer = workdir_files.MetricWriter(workdir, start)
+  if restored is not None and (start % config.eval.every_steps == 0 or start == tc.num_steps):
+    bleu = writer.dev_bleu(start)
+    if bleu is not None:
+      ckpt.repair_best(start, state, {"step": start, "data_position": start}, bleu)
   step_fn = jax.jit(step.make_train_step(
       model, tx, schedules.teacher_forcing_from_config(tc.teacher_forcing), tc.label_smoothing,
       loss_normalization=tc.loss_normalization,
-      learning_rate=optim.learning_rate_schedule(tc)), donate_argnums=(0,))
-  rng = jax.random.PRNGKey(config.seed)
+      learning_rate=optim.learning_rate_schedule(tc)),
+      in_shardings=(replicated, rows, replicated), out_shardings=(replicated, replicated),
+      donate_argnums=(0,))
+  rng = jax.device_put(jax.random.PRNGKey(config.seed), replicated)
   progress = workdir_files.Progress(tc.num_steps, start)
   t_start, interval, t_interval = time.time(), [], time.time()
   dev = None
-  for i in range(start, tc.num_steps):
-    state, metrics = step_fn(state, batches(i), rng)
-    interval.append(metrics)
-    done = i + 1
-    if done % tc.log_every_steps == 0 or done == tc.num_steps:
-      stats = jax.device_get(interval)
-      record = train_record(stats, done, time.time() - t_interval)
-      if not np.isfinite(record["loss"]):
-        raise FloatingPointError(nonfinite_message(stats, done, ckpt, workdir))
-      writer.write(record)
-      progress.update(done, record)
-      interval, t_interval = [], time.time()
-    is_eval = done % config.eval.every_steps == 0 or done == tc.num_steps
-    if is_eval:
-      dev = _evaluate_and_record(config, model, state.params, dataset, "dev", done, writer,
-                                 workdir, "final_dev" if done == tc.num_steps else f"{done:07d}")
-      m = dev["metrics"]
-      progress.message(f"step {done}: dev loss {m['loss']:.4f} BLEU {m['bleu']:.2f} "
-                       f"chrF {m['chrf']:.2f} exact match {m['exact_match']:.4f}")
-    if is_eval or done % tc.checkpoint_every_steps == 0:
-      ckpt.save(done, state, {"step": done, "data_position": done},
-                bleu=dev["metrics"]["bleu"] if is_eval else None)
-      t_interval = time.time()  # tokens_per_s counts training time only
+  with StopSignals() as stop:  # Ctrl-C and SIGTERM end the run at a step boundary
+    for i in range(start, tc.num_steps):
+      if stop.signum is not None:
+        ckpt.wait()  # a save in flight completes; then the process may end
+        saved = ckpt.last.latest_step()
+        writer.close()
+        ckpt.close()
+        raise RunInterrupted(stop.signum, i, saved)
+      state, metrics = step_fn(state, parallel.global_batch(batches(i, my_rows), rows), rng)
+      interval.append(metrics)
+      done = i + 1
+      if done % tc.log_every_steps == 0 or done == tc.num_steps:
+        stats = parallel.to_host(interval)
+        record = train_record(stats, done, time.time() - t_interval)
+        if not np.isfinite(record["loss"]):
+          raise FloatingPointError(nonfinite_message(stats, done, ckpt, workdir))
+        writer.write(record)
+        progress.update(done, record)
+        interval, t_interval = [], time.time()
+      is_eval = done % config.eval.every_steps == 0 or done == tc.num_steps
+      if is_eval:
+        dev = _evaluate_and_record(config, model, state.params, dataset, "dev", done, writer,
+                                   workdir, "final_dev" if done == tc.num_steps else f"{done:07d}",
+                                   mesh)
+        m = dev["metrics"]
+        progress.message(f"step {done}: dev loss {m['loss']:.4f} BLEU {m['bleu']:.2f} "
+                         f"chrF {m['chrf']:.2f} exact match {m['exact_match']:.4f}")
+      if is_eval or done % tc.checkpoint_every_steps == 0:
+        ckpt.save(done, state, {"step": done, "data_position": done},
+                  bleu=dev["metrics"]["bleu"] if is_eval else None)
+        t_interval = time.time()  # tokens_per_s counts training time only
   ckpt.wait()
   if dev is None:  # resumed after the last step: its dev metrics are already recorded
-    dev = evaluate.evaluate(model, state.params, dataset, "dev", config.eval)
+    dev = evaluate.evaluate(model, state.params, dataset, "dev", config.eval, mesh=mesh)
   results = {"dev": dev, "test": _evaluate_and_record(
-      config, model, state.params, dataset, "test", tc.num_steps, writer, workdir, "final_test")}
+      config, model, state.params, dataset, "test", tc.num_steps, writer, workdir, "final_test",
+      mesh)}
   write_outputs(workdir, config, model, results, time.time() - t_start)
   writer.close()
   ckpt.close()

@@ -25,7 +25,7 @@ import numpy as np
 
 from seq2seq_jax import config_checks, data, evaluate, models
 from seq2seq_jax.tokens import PAD_ID
-from seq2seq_jax.training import checkpoints, optim, run, stack, step
+from seq2seq_jax.training import checkpoints, optim, parallel, run, stack, step
 from seq2seq_jax.training import workdir as workdir_files
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,7 @@ def _load_shared_data(configs, workdirs) -> data.Dataset:
     for name in ("vocab_src.json", "vocab_tgt.json"):
       own, first = workdir / name, workdirs[0] / name
       if not own.exists():
+        workdir.mkdir(parents=True, exist_ok=True)
         own.write_bytes(first.read_bytes())
       elif own.read_bytes() != first.read_bytes():
         raise ValueError(f"{own} differs from {first}: the member was started with another "
@@ -103,18 +104,6 @@ def _restore(ckpts, templates) -> tuple[int, list]:
     log.info("resumed %d members at step %d", len(ckpts), saved)
     return saved, [state for state, _ in restored]
   return 0, templates
-
-
-def _failure(stats: list[dict], done: int, ckpt, workdir: Path) -> str:
-  """Why a member stopped in the interval ending at `done` (its own metrics)."""
-  j = next(j for j, m in enumerate(stats) if not m["alive"])
-  loss, grad_norm = float(stats[j]["loss"]), float(stats[j]["grad_norm"])
-  what = f"training loss is {loss}" if not np.isfinite(loss) else f"gradient norm is {grad_norm}"
-  saved = ckpt.last.latest_step()
-  return (f"FloatingPointError: {what} at step {done - len(stats) + 1 + j} (frozen in its "
-          "stack, the other members trained on); " +
-          (f"the last checkpoint is step {saved} in {workdir / 'checkpoints' / 'last'}"
-           if saved is not None else "no checkpoint was saved before it"))
 
 
 def device_memory_bytes() -> int:
@@ -170,26 +159,44 @@ def train_and_evaluate_stack(configs: list, workdirs: list,
   workdirs = [None if w is None else Path(w).resolve() for w in workdirs]
   active = [True] * len(configs) if active is None else list(active)
   workdirs = [w if on else None for w, on in zip(workdirs, active)]
+  mesh = parallel.make_mesh(configs[0].get("mesh", parallel.DEFAULT_MESH), len(configs))
+  parallel.check_batch_size(configs[0].train.batch_size, mesh)
+  along_members = mesh.shape["members"]
+  if len(configs) % along_members:  # frozen slots fill the last row of the mesh
+    pad = along_members - len(configs) % along_members
+    log.info("%d frozen slots make the stack of %d divide over mesh.members=%d", pad,
+             len(configs), along_members)
+    results = train_and_evaluate_stack(configs + configs[-1:] * pad, workdirs + [None] * pad,
+                                       on_member_end, max_members, active + [False] * pad)
+    return results[:len(configs)]
+  devices = parallel.describe(mesh)
+  log.info("devices: %s", parallel.summary(devices))
   for config, workdir in zip(configs, workdirs):
     if workdir is not None:
-      workdir_files.prepare(config, workdir, "error")
+      workdir_files.check_config(config, workdir, "error")
   dataset = _load_shared_data([c for c, on in zip(configs, active) if on],
                               [w for w in workdirs if w is not None])
+  for config, workdir in zip(configs, workdirs):
+    if workdir is not None:
+      workdir_files.prepare(config, workdir, "error", devices)
   model = models.build(configs[0].model, len(dataset.src_vocab), len(dataset.tgt_vocab))
   tc = configs[0].train
   sampling = any(stack.needs_sampling(c) for c in configs)
-  step_fn = stack.make_stacked_train_step(model, tc, sampling, stack.default_vmap_width())
+  # Members spread over devices are vmapped (the partitioner splits the member axis).
+  vmap_width = None if along_members > 1 else stack.default_vmap_width()
+  step_fn = stack.make_stacked_train_step(model, tc, sampling, vmap_width)
   batches = [data.TrainBatches(*dataset.arrays["train"], tc.batch_size, c.seed,
                                c.dataset.get("bucket_boundaries", ())) for c in configs]
   if max_members is None and len(configs) > 1:
     probe = _Stack(model, configs[:1], workdirs[:1], batches[:1], open_files=False)
     footprint = member_footprint_bytes(step_fn, *probe.step_args(batches[:1], 0))
-    max_members = max(1, int(MEMORY_FRACTION * device_memory_bytes() // max(footprint, 1)))
+    max_members = along_members * max(
+        1, int(MEMORY_FRACTION * device_memory_bytes() // max(footprint, 1)))
     log.info("one member needs %.1f MB; %d fit in %.1f GB free", footprint / 1e6,
              max_members, device_memory_bytes() / 1e9)
   if max_members is not None and len(configs) > max_members:
     parts = -(-len(configs) // max_members)
-    size = -(-len(configs) // parts)
+    size = -(-len(configs) // parts // along_members) * along_members
     log.warning("a stack of %d members does not fit the device (at most %d): training %d "
                 "stacks of up to %d, one after the other", len(configs), max_members, parts, size)
     results = []
@@ -201,16 +208,21 @@ def train_and_evaluate_stack(configs: list, workdirs: list,
       results += train_and_evaluate_stack(configs[start:end], workdirs[start:end], shifted,
                                           max_members=size, active=active[start:end])
     return results
-  members = _Stack(model, configs, workdirs, batches, active=active)
-  return members.train(jax.jit(step_fn, donate_argnums=(0,)), dataset, on_member_end)
+  members = _Stack(model, configs, workdirs, batches, active=active, mesh=mesh)
+  by_member = parallel.member_sharding(mesh)
+  step_fn = jax.jit(step_fn, in_shardings=(by_member, members.batch_sharding, by_member,
+                                           by_member, by_member),
+                    out_shardings=by_member, donate_argnums=(0,))
+  return members.train(step_fn, dataset, on_member_end)
 
 
 class _Stack:
   """The members' state, files and bookkeeping for one stacked loop."""
 
   def __init__(self, model, configs, workdirs, batches, open_files: bool = True,
-               active: list[bool] | None = None):
+               active: list[bool] | None = None, mesh=None):
     self.model, self.configs, self.workdirs, self.batches = model, configs, workdirs, batches
+    self.mesh = mesh
     self.active = [True] * len(configs) if active is None else active
     tc = configs[0].train
     tx = optim.optimizer_from_config(tc)
@@ -230,6 +242,10 @@ class _Stack:
     self.state = stack.stack_trees(states)
     self.rngs = stack.stack_trees([jax.random.PRNGKey(c.seed) for c in configs])
     self.hypers = stack.stack_trees([stack.member_hyper(c) for c in configs])
+    if mesh is not None:  # each member on its row of the mesh
+      self.batch_sharding = parallel.batch_sharding(mesh, stacked=True)
+      self.state, self.rngs, self.hypers = jax.device_put(
+          (self.state, self.rngs, self.hypers), parallel.member_sharding(mesh))
     # Frozen slots never train and are never reported.
     self.failed: dict[int, str] = {k: "frozen slot" for k, on in enumerate(self.active) if not on}
 
@@ -237,16 +253,26 @@ class _Stack:
     alive = jnp.asarray(self.active)
     return self.state, stacked_batch(batches, position), self.rngs, self.hypers, alive
 
+  def _global_batch(self, position):
+    """The stacked batch `[K, batch, len]` as one array over the mesh; each device
+    takes its block of it."""
+    full = stacked_batch(self.batches, position)
+    return {side: jax.make_array_from_callback(x.shape, self.batch_sharding,
+                                                lambda index, x=x: x[index])
+            for side, x in full.items()}
+
   def live(self) -> list[int]:
     return [k for k in range(len(self.configs)) if k not in self.failed]
 
   def _log_interval(self, interval, done, seconds, progress, on_member_end) -> None:
-    stats = jax.device_get(interval)
+    stats = parallel.to_host(interval)
     records = []
     for k in self.live():
       own = [{name: value[k] for name, value in m.items()} for m in stats]
       if not all(m["alive"] for m in own):
-        self.failed[k] = _failure(own, done, self.ckpts[k], self.workdirs[k])
+        self.failed[k] = "FloatingPointError: " + run.nonfinite_message(
+            own, done, self.ckpts[k], self.workdirs[k],
+            " (frozen in its stack, the other members trained on)")
         log.error("member %s failed: %s", self.workdirs[k].name, self.failed[k])
         self.writers[k].close()
         if on_member_end is not None:
@@ -261,7 +287,7 @@ class _Stack:
 
   def _evaluate(self, dataset, split, done, prefix_of) -> dict:
     results = evaluate.evaluate_members(self.model, self.state.params, len(self.configs),
-                                        dataset, split, self.configs[0].eval)
+                                        dataset, split, self.configs[0].eval, self.mesh)
     out = {}
     for k in self.live():
       out[k] = run.record_evaluation(
@@ -273,12 +299,12 @@ class _Stack:
     tc, cfg_eval = self.configs[0].train, self.configs[0].eval
     progress = workdir_files.Progress(tc.num_steps, self.start)
     t_start, interval, t_interval = time.time(), [], time.time()
-    alive = jnp.asarray(self.active)
+    alive = jax.device_put(jnp.asarray(self.active), parallel.member_sharding(self.mesh))
     dev = None
     log.info("training %d members as one stack (%d slots) from step %d", len(self.live()),
              len(self.configs), self.start)
     for i in range(self.start, tc.num_steps):
-      self.state, metrics = step_fn(self.state, stacked_batch(self.batches, i), self.rngs,
+      self.state, metrics = step_fn(self.state, self._global_batch(i), self.rngs,
                                     self.hypers, alive)
       alive = metrics["alive"]
       interval.append(metrics)
@@ -302,7 +328,7 @@ class _Stack:
       c.wait()
     if dev is None:  # resumed after the last step: the dev metrics are already recorded
       results = evaluate.evaluate_members(self.model, self.state.params, len(self.configs),
-                                          dataset, "dev", cfg_eval)
+                                          dataset, "dev", cfg_eval, self.mesh)
       dev = {k: results[k] for k in self.live()}
     test = self._evaluate(dataset, "test", tc.num_steps, lambda d: "final_test")
     finished = [None] * len(self.configs)

@@ -14,28 +14,66 @@ from tensorboardX import SummaryWriter
 
 from seq2seq_jax import config_utils, data
 from seq2seq_jax.data.vocab import load_vocab
+from seq2seq_jax.files import write_atomically
+from seq2seq_jax.training import parallel
 
 log = logging.getLogger(__name__)
 
 TIMING_FIELDS = ("tokens_per_s", "wall_s")  # the only metrics that differ between identical runs
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "ml-collections", "numpy",
             "sacrebleu")
+# Where a run is placed, not what it is: a run may resume on another mesh.
+PLACEMENT_SECTIONS = ("mesh",)
+
+
+def read_metrics(path: Path) -> list[dict]:
+  """The records of a `metrics.jsonl`. A torn last line (the run was killed while
+  writing it) is dropped with a warning: resume writes it again. A bad line
+  before the last is a ValueError naming the file and line."""
+  lines = path.read_text(encoding="utf-8").splitlines()
+  records = []
+  for number, line in enumerate(lines, 1):
+    if not line.strip():
+      continue
+    try:
+      records.append(json.loads(line))
+    except json.JSONDecodeError as e:
+      if number == len(lines):
+        log.warning("%s:%d: a torn last line (the run was stopped while writing it); "
+                    "dropped, resume writes it again", path, number)
+        break
+      raise ValueError(f"{path}:{number}: not a JSON record ({e.msg}); the file was edited "
+                       "or damaged: delete the line, or the workdir to start over") from None
+  return records
 
 
 class MetricWriter:
-  """`metrics.jsonl` (one JSON object a line) and TensorBoard events."""
+  """`metrics.jsonl` (one JSON object a line) and TensorBoard events, written by
+  the primary process only (the others' writers do nothing)."""
 
   def __init__(self, workdir: Path, resume_step: int):
     self.path = workdir / "metrics.jsonl"
+    self.enabled = parallel.is_primary()
     # Lines after the checkpoint we resume from were written by the stopped
     # run and will be written again; so will the test split's, written last.
+    self.kept = []
     if self.path.exists():
-      lines = [json.loads(ln) for ln in self.path.read_text().splitlines() if ln.strip()]
-      kept = [json.dumps(r) for r in lines if r["step"] <= resume_step and r["split"] != "test"]
-      self.path.write_text("".join(ln + "\n" for ln in kept))
+      self.kept = [r for r in read_metrics(self.path)
+                   if r["step"] <= resume_step and r["split"] != "test"]
+    if not self.enabled:
+      return
+    if self.path.exists():
+      write_atomically(self.path, "".join(json.dumps(r) + "\n" for r in self.kept))
     self.tb = SummaryWriter(str(workdir / "tensorboard"), purge_step=resume_step + 1)
 
+  def dev_bleu(self, step: int) -> float | None:
+    """The dev BLEU recorded at `step` by the run resumed, if any."""
+    return next((r["bleu"] for r in self.kept if r["step"] == step and r["split"] == "dev"),
+                None)
+
   def write(self, record: dict) -> None:
+    if not self.enabled:
+      return
     with self.path.open("a") as f:
       f.write(json.dumps(record) + "\n")
     for key, value in record.items():
@@ -44,7 +82,8 @@ class MetricWriter:
     self.tb.flush()
 
   def close(self) -> None:
-    self.tb.close()
+    if self.enabled:
+      self.tb.close()
 
 
 class Progress:
@@ -53,8 +92,11 @@ class Progress:
   def __init__(self, total: int, start: int):
     self.total, self.start, self.t0 = total, start, time.time()
     self.tty = sys.stderr.isatty()
+    self.enabled = parallel.is_primary()
 
   def update(self, step: int, record: dict) -> None:
+    if not self.enabled:
+      return
     done = step - self.start
     rate = done / max(time.time() - self.t0, 1e-9)
     eta = (self.total - step) / max(rate, 1e-9)
@@ -67,14 +109,18 @@ class Progress:
       log.info(line)
 
   def message(self, text: str) -> None:
+    if not self.enabled:
+      return
     if self.tty:
       sys.stderr.write("\n")
     log.info(text)
 
 
-def environment() -> dict:
-  """Python and package versions, the platform and the git revision of this code."""
-  env = {"python": sys.version.split()[0], "platform": jax.devices()[0].platform}
+def environment(devices: dict | None = None) -> dict:
+  """Python and package versions, the devices (`parallel.describe`: platform,
+  device kind and count, processes, mesh) and the git revision of this code."""
+  env = {"python": sys.version.split()[0], "platform": jax.devices()[0].platform,
+         **(devices or {})}
   for pkg in PACKAGES:
     try:
       env[pkg] = importlib.metadata.version(pkg)
@@ -90,32 +136,52 @@ def environment() -> dict:
   return env
 
 
-def prepare(config, workdir: Path, config_mismatch: str) -> None:
-  """Writes `config.json` and `environment.json`; a workdir holding a run of
-  another config is refused unless `config_mismatch="allow"`."""
-  workdir.mkdir(parents=True, exist_ok=True)
-  resolved = json.loads(json.dumps(config.to_dict()))  # as saved: tuples become lists
+def check_config(config, workdir: Path, config_mismatch: str) -> None:
+  """Refuses (ValueError) a workdir holding a run of another config, unless
+  `config_mismatch="allow"`; writes nothing. The mesh is not compared: a run may
+  resume on other devices."""
   path = workdir / "config.json"
-  if path.exists():
-    diffs = config_utils.differences(config_utils.read_saved(path), resolved)
-    if diffs and config_mismatch != "allow":
-      raise ValueError(f"{workdir} holds a run with another config; differing fields: "
-                       f"{'; '.join(diffs)}. Use another --workdir, or "
-                       "--config_mismatch=allow to resume anyway")
-    if diffs:
-      log.warning("config differs from the saved one (allowed): %s", "; ".join(diffs))
-  path.write_text(json.dumps(resolved, indent=2, sort_keys=True) + "\n")
-  (workdir / "environment.json").write_text(json.dumps(environment(), indent=2) + "\n")
+  if not path.exists():
+    return
+  resolved = json.loads(json.dumps(config.to_dict()))  # as saved: tuples become lists
+  diffs = [d for d in config_utils.differences(config_utils.read_saved(path), resolved)
+           if not d.startswith(tuple(s + "." for s in PLACEMENT_SECTIONS))]
+  if diffs and config_mismatch != "allow":
+    raise ValueError(f"{workdir} holds a run with another config; differing fields: "
+                     f"{'; '.join(diffs)}. Use another --workdir, or "
+                     "--config_mismatch=allow to resume anyway")
+  if diffs:
+    log.warning("config differs from the saved one (allowed): %s", "; ".join(diffs))
+
+
+def prepare(config, workdir: Path, config_mismatch: str, devices: dict | None = None) -> None:
+  """`check_config`, then writes `config.json` and `environment.json` (`devices`
+  in it). Called once the data has loaded, so that a run that fails on its data
+  leaves no workdir behind to refuse the corrected command."""
+  check_config(config, workdir, config_mismatch)
+  if not parallel.is_primary():
+    return
+  workdir.mkdir(parents=True, exist_ok=True)
+  resolved = json.loads(json.dumps(config.to_dict()))
+  write_atomically(workdir / "config.json", json.dumps(resolved, indent=2, sort_keys=True) + "\n")
+  write_atomically(workdir / "environment.json", json.dumps(environment(devices), indent=2) + "\n")
 
 
 def load_data(config, workdir: Path) -> data.Dataset:
   """The dataset, with the vocabularies saved in the workdir (made on the first run)."""
   src_path, tgt_path = workdir / "vocab_src.json", workdir / "vocab_tgt.json"
+  if not parallel.is_primary():  # the primary makes them; the workdir is shared
+    parallel.barrier("vocabularies")
   if src_path.exists() and tgt_path.exists():
-    return data.load(config.dataset, load_vocab(src_path), load_vocab(tgt_path))
-  dataset = data.load(config.dataset)
-  dataset.src_vocab.save(src_path)
-  dataset.tgt_vocab.save(tgt_path)
+    dataset = data.load(config.dataset, load_vocab(src_path), load_vocab(tgt_path))
+  else:
+    dataset = data.load(config.dataset)
+    if parallel.is_primary():  # made only now that the data has loaded
+      workdir.mkdir(parents=True, exist_ok=True)
+      dataset.src_vocab.save(src_path)
+      dataset.tgt_vocab.save(tgt_path)
+  if parallel.is_primary():
+    parallel.barrier("vocabularies")
   return dataset
 
 

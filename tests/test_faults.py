@@ -1,0 +1,186 @@
+"""Faults from issue 16 (its numbered items), each reproduced: nothing lost, one error line.
+
+Each test failed on the code before its fix (checked against the commit before).
+"""
+
+import fcntl
+import json
+from pathlib import Path
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from seq2seq_jax.training.workdir import TIMING_FIELDS
+
+ROOT = Path(__file__).resolve().parent.parent
+QUICK = f"--config={ROOT / 'configs' / 'default.py'}:quick"
+
+
+def run(module, *args, input=None):
+  return subprocess.run([sys.executable, "-m", f"seq2seq_jax.{module}", *args], cwd=ROOT,
+                        input=input, capture_output=True, text=True, timeout=600)
+
+
+def assert_one_error_line(proc, *names):
+  assert proc.returncode != 0
+  last = proc.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: "), proc.stderr
+  for name in names:
+    assert name in last, last
+  assert "Traceback" not in proc.stderr, proc.stderr
+
+
+def metrics(workdir):
+  lines = (Path(workdir) / "metrics.jsonl").read_text().splitlines()
+  return [{k: v for k, v in json.loads(ln).items() if k not in TIMING_FIELDS} for ln in lines]
+
+
+@pytest.fixture(scope="module")
+def finished(quick_run):
+  return quick_run  # conftest.py: the quick config trained once per worker
+
+
+def test_3_a_missing_corpus_leaves_no_workdir_to_refuse_the_corrected_command(tmp_path):
+  workdir = tmp_path / "run"
+  proc = run("main", QUICK, f"--workdir={workdir}", "--config.dataset.name=tsv:/missing.tsv")
+  assert_one_error_line(proc, "dataset.name=tsv:/missing.tsv", "does not exist")
+  assert not workdir.exists()  # before: config.json, which refused the corrected command
+
+
+def test_4_translate_checks_its_output_path_before_decoding(finished, tmp_path):
+  out = tmp_path / "missing" / "out.txt"
+  proc = run("translate", f"--workdir={finished}", f"--output={out}", input="seven\n")
+  assert_one_error_line(proc, str(out), "does not exist")
+  # a good --output is written whole, with nothing left beside it
+  good = tmp_path / "out.txt"
+  proc = run("translate", f"--workdir={finished}", f"--output={good}", input="seven\nthree\n")
+  assert proc.returncode == 0, proc.stderr
+  assert len(good.read_text().splitlines()) == 2
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["out.txt"]
+
+
+def test_5_a_torn_last_metrics_line_is_dropped_on_resume(finished, tmp_path):
+  workdir = tmp_path / "torn"
+  shutil.copytree(finished, workdir)
+  for path in (workdir / "checkpoints" / "last").iterdir():  # stopped after checkpoint 40 ...
+    if int(path.name) > 40:
+      shutil.rmtree(path)
+  shutil.rmtree(workdir / "checkpoints" / "best")
+  lines = (workdir / "metrics.jsonl").read_text().splitlines()
+  kept = [ln for ln in lines if json.loads(ln)["step"] <= 40]
+  # ... and killed while writing the step-50 line
+  (workdir / "metrics.jsonl").write_text("".join(ln + "\n" for ln in kept) + '{"step": 50, "spl')
+  proc = run("main", QUICK, f"--workdir={workdir}")
+  assert proc.returncode == 0, proc.stderr
+  assert "metrics.jsonl:" in proc.stderr and "torn last line" in proc.stderr
+  assert metrics(workdir) == metrics(finished)
+
+
+def test_a_damaged_metrics_line_before_the_last_is_one_error_line(finished, tmp_path):
+  workdir = tmp_path / "damaged"
+  shutil.copytree(finished, workdir)
+  lines = (workdir / "metrics.jsonl").read_text().splitlines()
+  lines[1] = lines[1][:10]
+  (workdir / "metrics.jsonl").write_text("".join(ln + "\n" for ln in lines))
+  proc = run("main", QUICK, f"--workdir={workdir}")
+  assert_one_error_line(proc, f"{workdir / 'metrics.jsonl'}:2")
+
+
+def test_1_a_run_stopped_between_the_final_saves_repairs_best(finished, tmp_path):
+  workdir = tmp_path / "between"
+  shutil.copytree(finished, workdir)
+  best = workdir / "checkpoints" / "best"
+  shutil.rmtree(best / "60")  # killed after last/60, while best/60 was being written
+  (best / "60.orbax-checkpoint-tmp-1").mkdir()
+  proc = run("main", QUICK, f"--workdir={workdir}")
+  assert proc.returncode == 0, proc.stderr
+  assert "never offered to best" in proc.stderr
+  assert sorted(p.name for p in best.iterdir()) == ["60"]  # before: empty, a tmp dir left
+  assert metrics(workdir) == metrics(finished)
+
+
+def test_2_an_unreadable_newest_checkpoint_is_moved_aside_and_written_afresh(finished, tmp_path):
+  workdir = tmp_path / "unreadable"
+  shutil.copytree(finished, workdir)
+  for f in (workdir / "checkpoints" / "last" / "60" / "state").rglob("*"):
+    if f.is_file() and f.stat().st_size > 0:
+      f.write_bytes(b"garbage")
+  proc = run("main", QUICK, f"--workdir={workdir}")
+  assert proc.returncode == 0, proc.stderr
+  assert "moved to" in proc.stderr and "resuming from step 40" in proc.stderr
+  assert (workdir / "checkpoints" / "damaged" / "last-60").is_dir()
+  assert metrics(workdir) == metrics(finished)
+  out = run("translate", f"--workdir={workdir}", "--checkpoint=last", input="seven\n")
+  assert out.returncode == 0, out.stderr  # before: the garbage step 60 stayed newest
+
+
+@pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_ctrl_c_and_sigterm_stop_at_a_step_and_say_how_to_resume(finished, tmp_path, signum,
+                                                                  code):
+  workdir = tmp_path / "stopped"
+  proc = subprocess.Popen([sys.executable, "-m", "seq2seq_jax.main", QUICK,
+                           f"--workdir={workdir}"], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+  marker = workdir / "checkpoints" / "last" / "30"
+  deadline = time.time() + 300
+  while not marker.is_dir():
+    assert proc.poll() is None and time.time() < deadline
+    time.sleep(0.05)
+  proc.send_signal(signum)
+  _, err = proc.communicate(timeout=60)
+  assert proc.returncode == code, err
+  last = err.strip().splitlines()[-1]
+  assert re.match(rf"error: stopped by {signal.Signals(signum).name} after step \d+; the last "
+                  r"checkpoint is step \d+: the same command resumes from it$", last), err
+  assert "Traceback" not in err
+  assert run("main", QUICK, f"--workdir={workdir}").returncode == 0
+  assert metrics(workdir) == metrics(finished)
+
+
+STACK = ROOT / "tests" / "configs" / "stack_quick.py"
+
+
+def _member_name(root) -> str:
+  listing = run("sweep", f"--config={STACK}:plain", f"--workdir={root}", "--list")
+  return listing.stdout.splitlines()[0].split("\t")[2]
+
+
+def test_7_a_lock_loser_leaves_the_member_status_alone(tmp_path):
+  root = tmp_path / "sweep"
+  name = _member_name(root)
+  (root / "status").mkdir(parents=True)
+  with open(root / "status" / f"{name}.lock", "w") as lock:  # the winner, before its status
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    proc = run("sweep", f"--config={STACK}:plain", f"--workdir={root}", "--index=0")
+  assert proc.returncode != 0
+  assert "running in another process; left to it" in proc.stderr
+  assert not (root / "status" / f"{name}.json").exists()  # before: marked failed
+
+
+def test_7_members_die_with_a_killed_driver(tmp_path):
+  root = tmp_path / "sweep"
+  name = _member_name(root)
+  driver = subprocess.Popen([sys.executable, "-m", "seq2seq_jax.sweep", f"--config={STACK}:plain",
+                             f"--workdir={root}", "--index=0"], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  checkpoint = root / "members" / name / "checkpoints" / "last" / "10"
+  deadline = time.time() + 300
+  while not checkpoint.is_dir():
+    assert driver.poll() is None and time.time() < deadline
+    time.sleep(0.05)
+  pid = json.loads((root / "status" / f"{name}.json").read_text())["pid"]
+  driver.kill()  # SIGKILL: no handler of the driver runs
+  driver.wait()
+  deadline = time.time() + 60
+  while Path(f"/proc/{pid}").exists() and Path(f"/proc/{pid}/status").read_text().find(
+      "State:\tZ") < 0:
+    assert time.time() < deadline, "the member trains on without its driver"
+    time.sleep(0.1)
+  status = json.loads((root / "status" / f"{name}.json").read_text())
+  assert status["state"] == "interrupted"
+  assert run("sweep", f"--config={STACK}:plain", f"--workdir={root}",
+             "--index=0").returncode == 0  # and the rerun resumes it
