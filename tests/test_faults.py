@@ -119,7 +119,10 @@ def test_2_an_unreadable_newest_checkpoint_is_moved_aside_and_written_afresh(fin
   assert out.returncode == 0, out.stderr  # before: the garbage step 60 stayed newest
 
 
-@pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.parametrize("signum,code", [
+    (signal.SIGINT, 130),
+    pytest.param(signal.SIGTERM, 143, marks=pytest.mark.slow),  # the same path: suite time
+])
 def test_ctrl_c_and_sigterm_stop_at_a_step_and_say_how_to_resume(finished, tmp_path, signum,
                                                                   code):
   workdir = tmp_path / "stopped"

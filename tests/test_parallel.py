@@ -129,6 +129,7 @@ def test_a_run_saved_on_four_devices_resumes_on_fewer(four_devices, tmp_path, de
   assert json.loads((resumed / "environment.json").read_text())["mesh"] == {"data": devices}
 
 
+@pytest.mark.slow  # the other way round of the test above; kept out of the default run's time
 def test_a_run_saved_on_one_device_resumes_on_four(one_device, tmp_path):
   resumed = tmp_path / "resumed"
   _rewind(one_device, resumed, 40)
