@@ -1,5 +1,6 @@
 """What the command-line entry points share: one-line errors and config flag parsing."""
 
+from pathlib import Path
 import sys
 
 from absl import flags
@@ -11,13 +12,24 @@ def fail(message, code: int = 2) -> None:
   sys.exit(code)
 
 
+def _flag_error(message: str) -> str:
+  """absl's message for a bad flag: its first line, and the exception at the end of
+  an embedded traceback (a config file's own error), which is the reason."""
+  lines = [ln for ln in message.splitlines() if ln.strip()]
+  if len(lines) > 1 and any(ln.startswith("Traceback") for ln in lines):
+    return f"{lines[0].rstrip(':')}: {lines[-1].strip()}"
+  return lines[0] if lines else message
+
+
 def parse_flags(argv, config_flag):
   """Parses the flags; returns the config, or exits 2 with one line naming the problem."""
   try:
     flags.FLAGS(argv)
     config = config_flag.value
+    if config is not None:
+      config.keys()  # a config file that failed to load raises here (ml_collections defers it)
   except flags.Error as e:
-    fail(str(e).splitlines()[0])
+    fail(_flag_error(str(e)))
   except (AttributeError, KeyError) as e:  # an unknown field, with ml_collections' hint
     hint = str(e)
     if len(hint) > 1 and hint[0] == hint[-1] and hint[0] in "'\"":  # KeyError's repr quotes
@@ -26,6 +38,9 @@ def parse_flags(argv, config_flag):
     fail(f"unknown config field in {[a for a in argv[1:] if a.startswith('--config.')]}: "
          + hint)
   except (OSError, ValueError, TypeError) as e:
+    path = flags.FLAGS["config"].serialize().split("=", 1)[-1].split(":")[0]
+    if path and not Path(path).is_file():
+      fail(f"--config={path}: no such file (a config is a Python file, e.g. configs/default.py)")
     fail(e)
   if config is None or not flags.FLAGS.workdir:
     fail("--config and --workdir are required")

@@ -38,6 +38,11 @@ def validate(config) -> None:
       raise ValueError(f"{field}={every} must be a multiple of train.log_every_steps="
                        f"{log_every}")
   check_eval_decoding(config.eval)
+  bounds = config.dataset.get("bucket_boundaries", ())
+  if not isinstance(bounds, (tuple, list)) or not all(
+      isinstance(b, int) and not isinstance(b, bool) and b > 0 for b in bounds):
+    raise ValueError(f"dataset.bucket_boundaries must be positive ints, e.g. (10, 20, 40), got "
+                     f"{bounds!r}")
   for field, least in (("data", 0), ("members", 1)):
     value = config.get("mesh", {}).get(field, least)
     if isinstance(value, bool) or not isinstance(value, int) or value < least:

@@ -13,6 +13,13 @@ from seq2seq_jax.data.vocab import tokenize
 
 
 def main(argv=None) -> None:
+  try:
+    _main(argv)
+  except (OSError, ValueError, RuntimeError) as e:  # a missing corpus, apt-get, tfds offline
+    sys.exit(f"error: {' '.join(str(e).split())}")
+
+
+def _main(argv=None) -> None:
   parser = argparse.ArgumentParser(prog="python -m seq2seq_jax.data")
   parser.add_argument("command", choices=("prepare", "stats"))
   parser.add_argument("name", help="dataset name, e.g. debian:de-en, tsv:PATH, num2words_en_de")

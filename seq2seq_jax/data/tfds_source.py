@@ -15,8 +15,9 @@ PROBE_HOST = ("storage.googleapis.com", 443)  # TFDS's own mirror
 SPLIT_NAMES = {"train": ("train",), "dev": ("validation", "dev"), "test": ("test",)}
 
 
-class DatasetUnavailable(RuntimeError):
-  pass
+class DatasetUnavailable(OSError):
+  """A tfds dataset that cannot be had here (offline, unknown, not prepared):
+  an OSError, so the entry points print it as one line."""
 
 
 def _hint(name: str, data_dir: str) -> str:

@@ -4,6 +4,7 @@ vocabularies, metrics (JSON lines and TensorBoard), the progress line, the repor
 import importlib.metadata
 import json
 import logging
+import os
 from pathlib import Path
 import subprocess
 import sys
@@ -136,10 +137,22 @@ def environment(devices: dict | None = None) -> dict:
   return env
 
 
+def check_writable(workdir: Path) -> None:
+  """A workdir must be a directory, or be makeable, and writable (ValueError)."""
+  if workdir.exists() and not workdir.is_dir():
+    raise ValueError(f"--workdir={workdir} is a file, not a directory: give a directory (it is "
+                     "made if missing)")
+  existing = next(p for p in (workdir, *workdir.parents) if p.exists())
+  if not os.access(existing, os.W_OK | os.X_OK):
+    raise ValueError(f"--workdir={workdir}: {existing} is not writable; choose another "
+                     "--workdir or fix its permissions")
+
+
 def check_config(config, workdir: Path, config_mismatch: str) -> None:
   """Refuses (ValueError) a workdir holding a run of another config, unless
   `config_mismatch="allow"`; writes nothing. The mesh is not compared: a run may
   resume on other devices."""
+  check_writable(workdir)
   path = workdir / "config.json"
   if not path.exists():
     return

@@ -1,0 +1,105 @@
+"""Bad input, table-driven: each row is one command that must fail with one line.
+
+Every row asserts a non-zero exit, a last stderr line that starts with `error:` and
+names the field, flag or file, no traceback, and no workdir left behind.
+"""
+
+from pathlib import Path
+import subprocess
+import sys
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+QUICK = f"--config={ROOT / 'configs' / 'default.py'}:quick"
+STACK = f"--config={ROOT / 'tests' / 'configs' / 'stack_quick.py'}:plain"
+
+MAIN = [  # (flags after `main QUICK --workdir=W`, what the error line must name)
+    (["--config.model.cel=x"], "'cel' Did you mean \"cell\""),
+    (["--config.model.cell=lstmm"], "model.cell='lstmm'"),
+    (["--config.train.num_steps=abc"], "--config.train.num_steps=abc"),
+    (["--config.train.batch_size=-3"], "train.batch_size"),
+    (["--config.train.learning_rate=-1"], "train.learning_rate"),
+    (["--config.train.clip_norm=-1"], "train.clip_norm"),
+    (["--config.train.label_smoothing=1.5"], "train.label_smoothing"),
+    (["--config.model.dropout=1.2"], "model.dropout"),
+    (["--config.train.loss_normalization=words"], "train.loss_normalization"),
+    (["--config.train.lr_schedule=linear"], "train.lr_schedule"),
+    (["--config.train.optimizer=lion"], "train.optimizer"),
+    (["--config.train.warmup_steps=-1"], "train.warmup_steps"),
+    (["--config.train.adam_b1=1.5"], "train.adam_b1"),
+    (["--config.train.teacher_forcing.schedule=cosine"], "teacher_forcing"),
+    (["--config.eval.beam_size=0"], "eval."),
+    (["--config.train.checkpoint_every_steps=15"], "train.checkpoint_every_steps"),
+    (["--config.dataset.bucket_boundaries=(1.5,)"], "dataset.bucket_boundaries"),
+    (["--config.dataset.name=wmt99"], "dataset.name"),
+    (["--config.dataset.name=tsv:/missing.tsv"], "tsv:/missing.tsv"),
+    (["--config.dataset.name=tfds:no_such_dataset", "--config.dataset.download=False"],
+     "tfds:no_such_dataset"),
+    (["--config.dataset.dev_size=0"], "dataset.dev_size"),
+    (["--config.model.family=lstm"], "model.family"),
+    (["--config.model.share_embeddings=True", "--config.model.family=transformer"],
+     "dataset.joint_vocab"),
+    (["--config.mesh.data=-1"], "mesh.data"),
+    (["--bogus"], "'bogus'"),
+]
+
+
+def _run(module, *args):
+  return subprocess.run([sys.executable, "-m", f"seq2seq_jax.{module}", *args], cwd=ROOT,
+                        capture_output=True, text=True, timeout=300)
+
+
+def _assert_one_line(proc, name):
+  assert proc.returncode != 0, proc.stdout + proc.stderr
+  last = proc.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: ") and name in last, proc.stderr
+  assert "Traceback" not in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("flags,name", MAIN, ids=[" ".join(f) for f, _ in MAIN])
+def test_main_refuses_bad_input_in_one_line(tmp_path, flags, name):
+  workdir = tmp_path / "run"
+  _assert_one_line(_run("main", QUICK, f"--workdir={workdir}", *flags), name)
+  assert not workdir.exists()
+
+
+def test_a_missing_config_file_is_one_line(tmp_path):
+  _assert_one_line(_run("main", "--config=configs/nope.py", f"--workdir={tmp_path / 'w'}"),
+                   "--config=configs/nope.py")
+
+
+def test_an_unknown_config_argument_gives_its_reason(tmp_path):
+  _assert_one_line(_run("main", f"{QUICK[:-len(':quick')]}:fast", f"--workdir={tmp_path / 'w'}"),
+                   "unknown argument 'fast'; valid: quick")
+
+
+def test_a_workdir_that_is_a_file_is_one_line(tmp_path):
+  (tmp_path / "file").write_text("x")
+  _assert_one_line(_run("main", QUICK, f"--workdir={tmp_path / 'file'}"), "is a file")
+  assert (tmp_path / "file").read_text() == "x"
+
+
+def test_a_missing_workdir_flag_is_one_line():
+  _assert_one_line(_run("main", QUICK), "--workdir")
+
+
+@pytest.mark.parametrize("args,name", [
+    (["stats", "tsv:/missing.tsv"], "tsv:/missing.tsv"),
+    (["stats", "wmt99"], "wmt99"),
+])
+def test_data_refuses_bad_input_in_one_line(args, name):
+  _assert_one_line(_run("data", *args), name)
+
+
+def test_translate_without_a_training_workdir_is_one_line(tmp_path):
+  _assert_one_line(_run("translate", f"--workdir={tmp_path}"), "config.json does not exist")
+
+
+@pytest.mark.parametrize("args,name", [
+    (["--index=9"], "--index=9"),
+    (["--stack_index=9"], "--stack_index=9"),
+    (["--parallel=0"], "--parallel"),
+])
+def test_sweep_refuses_bad_input_in_one_line(tmp_path, args, name):
+  _assert_one_line(_run("sweep", STACK, f"--workdir={tmp_path / 'sweep'}", *args), name)
