@@ -33,8 +33,11 @@ def get_config(arg=None):
       vocab_size=0,  # word: keep the N most frequent (0 = all); sentencepiece: model size
       spm_model_type="unigram",  # unigram | bpe
       bucket_boundaries=(),  # e.g. (10, 20, 40): length buckets, one padded shape each
-      max_src_len=0,  # drop longer pairs (reported); 0 = no limit
-      max_tgt_len=0,
+      # Training pairs longer than these (in tokens, <eos> included) are dropped and
+      # counted before batching: one stray 5,000-token line would otherwise pad every
+      # batch to its length. 0 = no limit (the default before issue 16).
+      max_src_len=256,
+      max_tgt_len=256,
       joint_vocab=False,  # one vocabulary of both sides (model.share_embeddings needs it)
   ))
 

@@ -1,15 +1,59 @@
-"""What the command-line entry points share: one-line errors and config flag parsing."""
+"""What the command-line entry points share: one-line errors and config flag parsing.
 
+Every CLI (`main`, `sweep`, `translate`, `data`) ends an expected failure with
+`fail`: one `error: ...` line on stderr and a non-zero exit. `--verbose`, or
+SEQ2SEQ_JAX_VERBOSE=1 in the environment (which also reaches a sweep's members),
+prints the traceback above it.
+"""
+
+import os
 from pathlib import Path
+import signal
 import sys
+import traceback
 
 from absl import flags
 
+VERBOSE_ENV = "SEQ2SEQ_JAX_VERBOSE"
+flags.DEFINE_bool("verbose", False, "Print the traceback above an error line (also: "
+                  f"{VERBOSE_ENV}=1).")
+
+
+def verbose() -> bool:
+  """Read from the command line itself: a flag error comes before absl has parsed it."""
+  on_command_line = any(a in ("--verbose", "--verbose=true", "--verbose=1")
+                        for a in sys.argv[1:])
+  return on_command_line or os.environ.get(VERBOSE_ENV, "") not in ("", "0")
+
 
 def fail(message, code: int = 2) -> None:
-  """Exits with `error: MESSAGE` on one line."""
+  """Exits with `error: MESSAGE` on one line (the exception being handled, if any,
+  printed above it with `--verbose`)."""
+  if verbose() and sys.exc_info()[0] is not None:
+    traceback.print_exc()
   print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
   sys.exit(code)
+
+
+class Terminated(KeyboardInterrupt):
+  """SIGTERM outside the training loop's own handler (`training.run.StopSignals`)."""
+
+
+def interrupt_on_sigterm() -> None:
+  """SIGTERM raises `Terminated` (Python's default for it is to die without a word),
+  so that a CLI stopped anywhere says so in one line, as it does for Ctrl-C."""
+  def raise_terminated(signum, frame):
+    raise Terminated
+  signal.signal(signal.SIGTERM, raise_terminated)
+
+
+def fail_interrupted(e: KeyboardInterrupt, where: str) -> None:
+  """Ends a CLI that a Ctrl-C or SIGTERM reached: exit 130 or 143 with one line. The
+  training loop's own stop (`training.run.RunInterrupted`) brings its message and code."""
+  if getattr(e, "exit_code", None) is not None:
+    fail(str(e), e.exit_code)
+  name, code = ("SIGTERM", 143) if isinstance(e, Terminated) else ("SIGINT", 130)
+  fail(f"stopped by {name} {where}", code)
 
 
 def _flag_error(message: str) -> str:

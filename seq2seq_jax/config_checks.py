@@ -4,13 +4,30 @@ from seq2seq_jax import data, decoding, models
 from seq2seq_jax.training import optim, schedules, step
 
 
-def _positive_int(config, field):
+def _int_field(config, field, least: int = 1, meaning: str = ""):
+  """`config.<field>` if it is an int >= `least` (absent: None); else a ValueError."""
   value = config
   for part in field.split("."):
+    if part not in value:
+      return None
     value = value[part]
-  if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-    raise ValueError(f"{field} must be a positive int, got {value!r}")
+  if isinstance(value, bool) or not isinstance(value, int) or value < least:
+    kind = "a positive int" if least == 1 else f"an int >= {least}"
+    raise ValueError(f"{field} must be {kind}{meaning}, got {value!r}")
   return value
+
+
+def _positive_int(config, field):
+  return _int_field(config, field)
+
+
+# Counts and limits where 0 means "none" or "no limit", and the synthetic tasks' sizes.
+_NON_NEGATIVE = {"seed": "", "dataset.seed": "", "dataset.max_src_len": " (0 = no limit)",
+                 "dataset.max_tgt_len": " (0 = no limit)", "dataset.vocab_size": " (0 = all)",
+                 "eval.max_examples": " (0 = none)", "eval.num_attention_plots": " (0 = none)",
+                 "eval.max_len_b": ""}
+_SYNTHETIC = ("dataset.train_size", "dataset.num_symbols", "dataset.max_number",
+              "dataset.max_digits", "dataset.min_length", "dataset.max_length")
 
 
 def validate(config) -> None:
@@ -38,6 +55,13 @@ def validate(config) -> None:
       raise ValueError(f"{field}={every} must be a multiple of train.log_every_steps="
                        f"{log_every}")
   check_eval_decoding(config.eval)
+  for field, meaning in _NON_NEGATIVE.items():
+    _int_field(config, field, 0, meaning)
+  for field in _SYNTHETIC:
+    _int_field(config, field)
+  low, high = config.dataset.get("min_length"), config.dataset.get("max_length")
+  if low is not None and high is not None and low > high:
+    raise ValueError(f"dataset.min_length={low} is larger than dataset.max_length={high}")
   bounds = config.dataset.get("bucket_boundaries", ())
   if not isinstance(bounds, (tuple, list)) or not all(
       isinstance(b, int) and not isinstance(b, bool) and b > 0 for b in bounds):

@@ -3,9 +3,10 @@ reading a saved one. Pure Python, so a config file that imports this loads in
 milliseconds (the checks that need the model and the data are `config_checks`)."""
 
 import importlib.util
-import json
 import logging
 from pathlib import Path
+
+from seq2seq_jax import files
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ def read_saved(path) -> dict:
   state, cell state included, which is `"last_state"` now. A field added since
   the run gets `ADDED_FIELDS`' value, the one that does what the run did.
   """
-  config = json.loads(Path(path).read_text())
+  config = files.read_json(path)
   for field, value in ADDED_FIELDS.items():
     section, name = field.split(".")
     if section in config and name not in config[section]:

@@ -14,7 +14,7 @@ import sys
 from absl import flags
 from ml_collections import config_flags
 
-from seq2seq_jax import config_checks
+from seq2seq_jax import cli, config_checks
 from seq2seq_jax.cli import fail as _fail
 from seq2seq_jax.cli import parse_flags, start_processes
 
@@ -40,13 +40,16 @@ def main(argv) -> None:
   logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s",
                       datefmt="%H:%M:%S")
   logging.getLogger("seq2seq_jax").setLevel(logging.INFO)  # orbax's INFO lines stay quiet
-  # Imported after the checks: the loop's imports (tensorboardX 1.4 s, orbax 0.8 s)
-  # would delay every config error line from 0.6 s to 2.0 s (measured, 2-core EPYC).
-  from seq2seq_jax.training import checkpoints, run
+  cli.interrupt_on_sigterm()
   try:
+    # Imported after the checks: the loop's imports (tensorboardX 1.4 s, orbax 0.8 s)
+    # would delay every config error line from 0.6 s to 2.0 s (measured, 2-core EPYC).
+    from seq2seq_jax.training import checkpoints, run
     run.train_and_evaluate(config, _WORKDIR.value, _MISMATCH.value)
-  except run.RunInterrupted as e:
-    _fail(str(e), e.exit_code)  # 130 (SIGINT) or 143 (SIGTERM), and how to resume
+  except KeyboardInterrupt as e:  # in the loop: at a step boundary (run.RunInterrupted)
+    cli.fail_interrupted(e, "outside the training steps (loading, compiling or the final "
+                         "evaluation); files are written whole: the same command resumes "
+                         "from the last checkpoint")
   except (ValueError, FloatingPointError, OSError, checkpoints.CheckpointError) as e:
     _fail(str(e))  # a differing workdir config, a NaN loss, a missing file, no readable checkpoint
 

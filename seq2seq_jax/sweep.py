@@ -41,7 +41,7 @@ import jax
 import ml_collections
 from ml_collections import config_flags
 
-from seq2seq_jax import config_checks, config_utils, hyper, sweep_stacks, sweep_summary
+from seq2seq_jax import cli, config_checks, config_utils, files, hyper, sweep_stacks, sweep_summary
 from seq2seq_jax.cli import fail as _fail
 from seq2seq_jax.cli import parse_flags
 
@@ -89,9 +89,8 @@ class Member:
 
   def write_status(self, **fields) -> None:
     self.status_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = self.status_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({**self.status(), **fields}, indent=1) + "\n")
-    os.replace(tmp, self.status_path)
+    files.write_atomically(self.status_path, json.dumps({**self.status(), **fields}, indent=1)
+                           + "\n")
 
   def locked(self) -> bool:
     """Whether a live process holds this member's lock."""
@@ -184,9 +183,9 @@ def run_worker(member: Member, cache_dir: Path) -> int:
   t0 = time.time()
   try:
     results = run.train_and_evaluate(member.config, member.workdir)
-  except KeyboardInterrupt:
-    member.write_status(state="interrupted", error="interrupted (SIGINT)")
-    return 130
+  except KeyboardInterrupt as e:  # the loop's stop says which signal and the step
+    member.write_status(state="interrupted", error=str(e) or "interrupted (SIGINT)")
+    return getattr(e, "exit_code", 130)
   except BaseException as e:  # noqa: B036  a failed member is recorded, whatever it raised
     traceback.print_exc()
     message = " ".join(f"{type(e).__name__}: {e}".split())
@@ -281,13 +280,10 @@ def run_sweep(stacks: list[tuple[int, list[Member]]], argv, parallel: int,
             states.count("failed") + len([m for m in failed_now if m.state() != "failed"]),
             sum(len(job) for _, job, _ in queue))
 
-  def stop(signum, frame):
-    raise KeyboardInterrupt
-
-  signal.signal(signal.SIGTERM, stop)
+  cli.interrupt_on_sigterm()
   try:
     _run_queue(queue, running, parallel, argv, display, counts, failed_now)
-  except KeyboardInterrupt:
+  except KeyboardInterrupt as e:
     # Members in flight are stopped and left resumable.
     for _, proc, _ in running.values():
       proc.terminate()
@@ -296,11 +292,11 @@ def run_sweep(stacks: list[tuple[int, list[Member]]], argv, parallel: int,
         proc.wait(timeout=30)
       except subprocess.TimeoutExpired:
         proc.kill()
-      for m in job:
-        if m.status().get("state") not in ("done", "failed"):
+      for m in job:  # a member stopped at a step has said so itself
+        if m.status().get("state") not in ("done", "failed", "interrupted"):
           m.write_status(state="interrupted", error="sweep interrupted")
-    log.error("sweep interrupted; the same command resumes it")
-    return 130
+    cli.fail_interrupted(e, "while the sweep ran; its members in flight stopped at a step "
+                         "boundary: the same command resumes them")
   return 1 if failed_now or any(m.state() == "failed" for _, job in stacks for m in job) else 0
 
 
@@ -329,8 +325,8 @@ def _finished(job: list[Member], rc: int, wall: float, display, failed_now) -> N
     elif state == "done":
       display.walls.append(wall / len(job))
       log.info("done %s in %.0f s (dev BLEU %.2f)", m.name, wall, m.status().get("dev_bleu", 0))
-    elif rc < 0:
-      why = f"killed by {signal.Signals(-rc).name}"
+    elif rc < 0 or state == "interrupted":  # killed, or stopped at a step by SIGINT/SIGTERM
+      why = f"killed by {signal.Signals(-rc).name}" if rc < 0 else m.status().get("error")
       if state != "failed":
         m.write_status(state="interrupted", error=why)
       failed_now.append(m)

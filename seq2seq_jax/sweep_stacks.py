@@ -117,11 +117,11 @@ def run_stack_worker(members: list, ghosts: list, cache_dir, stack_number: int) 
     mine_slot = {k: mine.index(m) for k, m in enumerate(order) if m in mine}
     stack_run.train_and_evaluate_stack(
         configs, workdirs, lambda k, *args: on_member_end(mine_slot[k], *args), active=active)
-  except KeyboardInterrupt:
+  except KeyboardInterrupt as e:  # the loop's stop says which signal and the step
     for m in mine:
       if m.status().get("state") == "running":
-        m.write_status(state="interrupted", error="interrupted (SIGINT)")
-    return 130
+        m.write_status(state="interrupted", error=str(e) or "interrupted (SIGINT)")
+    return getattr(e, "exit_code", 130)
   except BaseException as e:  # noqa: B036  every member still running is recorded failed
     traceback.print_exc()
     message = " ".join(f"{type(e).__name__}: {e}".split())

@@ -21,7 +21,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from seq2seq_jax import config_utils, decoding, evaluate, files, models
+from seq2seq_jax import cli, config_utils, decoding, evaluate, files, models
 from seq2seq_jax.data.vocab import load_vocab
 from seq2seq_jax.tokens import EOS_ID
 from seq2seq_jax.training import checkpoints, optim, parallel, step
@@ -246,12 +246,11 @@ def main(argv) -> None:
   try:
     flags.FLAGS(argv)
   except flags.Error as e:
-    print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)
-    sys.exit(2)
+    cli.fail(str(e).splitlines()[0])
   if not _WORKDIR.value:
-    print("error: --workdir is required", file=sys.stderr)
-    sys.exit(2)
+    cli.fail("--workdir is required")
   logging.basicConfig(level=logging.WARNING, format="%(message)s")
+  cli.interrupt_on_sigterm()
   try:
     if _OUTPUT.value:  # before any decoding: a bad path must not cost the translations
       _check_output(Path(_OUTPUT.value))
@@ -259,9 +258,10 @@ def main(argv) -> None:
     text = "".join(line + "\n" for line in out)
     if _OUTPUT.value:  # the whole output or none
       files.write_atomically(Path(_OUTPUT.value), text)
+  except KeyboardInterrupt as e:
+    cli.fail_interrupted(e, "before the output was written (it is written whole or not at all)")
   except (TranslateError, checkpoints.CheckpointError, ValueError, OSError) as e:
-    print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
-    sys.exit(2)
+    cli.fail(e)
   if not _OUTPUT.value:
     sys.stdout.write(text)
 

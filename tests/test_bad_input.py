@@ -4,7 +4,11 @@ Every row asserts a non-zero exit, a last stderr line that starts with `error:` 
 names the field, flag or file, no traceback, and no workdir left behind.
 """
 
+import hashlib
+import os
 from pathlib import Path
+import re
+import shutil
 import subprocess
 import sys
 
@@ -41,13 +45,19 @@ MAIN = [  # (flags after `main QUICK --workdir=W`, what the error line must name
     (["--config.model.share_embeddings=True", "--config.model.family=transformer"],
      "dataset.joint_vocab"),
     (["--config.mesh.data=-1"], "mesh.data"),
+    (["--config.seed=-1"], "seed must be an int >= 0"),
+    (["--config.dataset.max_src_len=-5"], "dataset.max_src_len"),
+    (["--config.dataset.train_size=0"], "dataset.train_size"),
+    (["--config.dataset.min_length=20"], "dataset.min_length=20"),
+    (["--config.eval.num_attention_plots=-1"], "eval.num_attention_plots"),
     (["--bogus"], "'bogus'"),
 ]
 
 
-def _run(module, *args):
+def _run(module, *args, env=None):
   return subprocess.run([sys.executable, "-m", f"seq2seq_jax.{module}", *args], cwd=ROOT,
-                        capture_output=True, text=True, timeout=300)
+                        capture_output=True, text=True, timeout=300, input="",
+                        env={**os.environ, **(env or {})})
 
 
 def _assert_one_line(proc, name):
@@ -103,3 +113,34 @@ def test_translate_without_a_training_workdir_is_one_line(tmp_path):
 ])
 def test_sweep_refuses_bad_input_in_one_line(tmp_path, args, name):
   _assert_one_line(_run("sweep", STACK, f"--workdir={tmp_path / 'sweep'}", *args), name)
+
+
+def _snapshot(directory: Path) -> dict:
+  return {str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
+          for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("name", ["config.json", "vocab_src.json", "vocab_tgt.json"])
+def test_a_damaged_workdir_file_is_one_line_naming_it(quick_run, tmp_path, name):
+  """Cut short, as a kill or a full disk leaves it: before, the JSON parser's
+  message with no file named."""
+  workdir = tmp_path / "run"
+  shutil.copytree(quick_run, workdir)
+  path = workdir / name
+  path.write_bytes(path.read_bytes()[:path.stat().st_size // 2])
+  before = _snapshot(workdir)
+  for proc in (_run("main", QUICK, f"--workdir={workdir}"),
+               _run("translate", f"--workdir={workdir}")):
+    _assert_one_line(proc, f"{path}:")
+    assert re.search(rf"{re.escape(str(path))}:\d+: damaged, not JSON", proc.stderr)
+  assert _snapshot(workdir) == before
+
+
+def test_verbose_prints_the_traceback_above_the_error_line(tmp_path):
+  for proc in (_run("main", QUICK, f"--workdir={tmp_path / 'w'}",
+                    "--config.train.learning_rate=-1", "--verbose"),
+               _run("data", "stats", "tsv:/missing.tsv", "--verbose"),
+               _run("translate", f"--workdir={tmp_path}", env={"SEQ2SEQ_JAX_VERBOSE": "1"})):
+    assert proc.returncode != 0
+    assert "Traceback (most recent call last)" in proc.stderr, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: "), proc.stderr

@@ -187,3 +187,25 @@ def test_7_members_die_with_a_killed_driver(tmp_path):
   assert status["state"] == "interrupted"
   assert run("sweep", f"--config={STACK}:plain", f"--workdir={root}",
              "--index=0").returncode == 0  # and the rerun resumes it
+
+
+def test_6b_a_5000_token_line_is_dropped_and_counted_before_batching(tmp_path, caplog):
+  """With the default config: before, no limit, and every batch padded to 5000."""
+  from seq2seq_jax import config_utils, data
+  from seq2seq_jax.data import tsv
+  long_pair = (" ".join(f"word{i % 50}" for i in range(5000)), "short")
+  pairs = [(f"w{i} x{i % 7}", f"v{i} y{i % 5}") for i in range(300)]
+  pairs.insert(7, long_pair)
+  corpus = tmp_path / "corpus.tsv"
+  corpus.write_text("".join(f"{s}\t{t}\n" for s, t in pairs))
+  config = config_utils.load_module(ROOT / "configs" / "default.py").get_config()
+  config.dataset.name, config.dataset.dev_size, config.dataset.test_size = \
+      f"tsv:{corpus}", 20, 20
+  assert long_pair in tsv.split_by_hash(pairs, 20, 20)["train"]  # the case under test
+  with caplog.at_level("WARNING"):
+    dataset = data.load(config.dataset)
+  src, tgt = dataset.arrays["train"]
+  # 301 pairs, 20 dev, 20 test: 261 for training, less the long one; 2 source words,
+  # 2 target words and <eos>
+  assert src.shape == (260, 2) and tgt.shape == (260, 3)
+  assert "train: dropped 1 of 261 pairs longer than dataset.max_src_len=256" in caplog.text

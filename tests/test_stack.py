@@ -172,7 +172,10 @@ def _names(root, arg):
   return [ln.split("\t")[2] for ln in run_sweep(root, "--list", arg=arg).stdout.splitlines()]
 
 
-@pytest.fixture(scope="module")
+# Session scope and one xdist group: built once, on one worker, for every test
+# that reads it (a module fixture is rebuilt whenever the worker runs another
+# module between them).
+@pytest.fixture(scope="session")
 def sweeps(tmp_path_factory):
   base = tmp_path_factory.mktemp("stack")
   whole, killed, without = base / "whole", base / "killed", base / "without"
@@ -199,6 +202,7 @@ def sweeps(tmp_path_factory):
   return whole, killed, without, names, healthy
 
 
+@pytest.mark.xdist_group("stack_sweeps")
 def test_a_nan_member_is_frozen_and_the_others_are_untouched(sweeps):
   """Beside a NaN member the others compute exactly what they compute beside a
   healthy one; without it, in a stack of 3, what they compute differs only by
@@ -222,6 +226,7 @@ def test_a_nan_member_is_frozen_and_the_others_are_untouched(sweeps):
   assert re.search(r"training loss is (nan|inf) at step 2 ", summary.split("## Failed")[1])
 
 
+@pytest.mark.xdist_group("stack_sweeps")
 def test_kill_9_of_a_stack_resumes_every_member_exactly(sweeps):
   whole, killed, _, names, _ = sweeps
   assert "resumed 3 members at step 20" in (killed / "logs" / f"{names[0]}.log").read_text()
@@ -229,6 +234,7 @@ def test_kill_9_of_a_stack_resumes_every_member_exactly(sweeps):
     assert _metrics(killed / "members" / name) == _metrics(whole / "members" / name), name
 
 
+@pytest.mark.xdist_group("stack_sweeps")
 def test_a_stacked_member_writes_what_a_solo_run_writes(sweeps, tmp_path):
   whole, _, _, names, _ = sweeps
   proc = run_sweep(tmp_path, "--index=3")
@@ -248,6 +254,35 @@ def test_a_stacked_member_writes_what_a_solo_run_writes(sweeps, tmp_path):
   proc = run_sweep(whole, "--stack_index=1")
   assert proc.returncode == 2 and "the sweep has 1 stacks" in proc.stderr
 
+
+@pytest.mark.xdist_group("stack_sweeps")
+def test_ctrl_c_of_a_stacked_sweep_stops_its_stack_at_a_step_and_resumes_it(sweeps, tmp_path):
+  """SIGINT to the driver: it stops the stack with SIGTERM, which ends at a step
+  boundary with its saves complete; the rerun ends where an uninterrupted one does."""
+  healthy, names = sweeps[4], _names(tmp_path, "")
+  driver = subprocess.Popen([sys.executable, "-m", "seq2seq_jax.sweep", f"--config={CONFIG}:",
+                             f"--workdir={tmp_path}"], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+  checkpoint = tmp_path / "members" / names[0] / "checkpoints" / "last" / "10"
+  deadline = time.time() + 600
+  while not checkpoint.is_dir():
+    assert driver.poll() is None and time.time() < deadline
+    time.sleep(0.05)
+  driver.send_signal(signal.SIGINT)
+  _, err = driver.communicate(timeout=120)
+  assert driver.returncode == 130, err
+  assert re.match(r"error: stopped by SIGINT while the sweep ran; its members in flight stopped "
+                  r"at a step boundary", err.strip().splitlines()[-1]), err
+  for name in names:
+    status = json.loads((tmp_path / "status" / f"{name}.json").read_text())
+    assert status["state"] == "interrupted", status
+    assert re.match(r"stopped by SIGTERM after step \d+; the last checkpoint is step \d+",
+                    status["error"]), status
+  assert "Traceback" not in (tmp_path / "logs" / "stack-0.log").read_text()
+  proc = run_sweep(tmp_path, arg="")
+  assert proc.returncode == 0, proc.stdout + proc.stderr
+  for name in names:
+    assert _metrics(tmp_path / "members" / name) == _metrics(healthy / "members" / name), name
 
 def test_stack_option_plans_the_stacks(tmp_path):
   def stacks(*flags):

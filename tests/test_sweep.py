@@ -61,7 +61,10 @@ def _status(root, name):
   return json.loads((root / "status" / f"{name}.json").read_text())
 
 
-@pytest.fixture(scope="module")
+# Session scope and one xdist group: built once, on one worker, for every test
+# that reads it (a module fixture is rebuilt whenever the worker runs another
+# module between them).
+@pytest.fixture(scope="session")
 def faulty(tmp_path_factory):
   """The faulty sweep with --parallel 2; member 5 is killed after its step-10 checkpoint."""
   root = tmp_path_factory.mktemp("sweep")
@@ -80,6 +83,7 @@ def faulty(tmp_path_factory):
   return root, proc.returncode, out, [n.split("\t")[2] for n in names if n]
 
 
+@pytest.mark.xdist_group("faulty_sweep")
 def test_failures_are_reported_and_the_others_finish(faulty):
   root, returncode, out, names = faulty
   assert returncode == 1, out
@@ -97,6 +101,7 @@ def test_failures_are_reported_and_the_others_finish(faulty):
     assert (root / "members" / n / "report.md").exists()
 
 
+@pytest.mark.xdist_group("faulty_sweep")
 def test_rerun_skips_finished_resumes_killed_and_retries_only_when_asked(faulty):
   root, _, _, names = faulty
   done = [names[i] for i in (0, 3, 4, 6, 7)]
@@ -116,6 +121,7 @@ def test_rerun_skips_finished_resumes_killed_and_retries_only_when_asked(faulty)
   assert {n: _snapshot(root / "members" / n) for n in done} == before
 
 
+@pytest.mark.xdist_group("faulty_sweep")
 def test_summary_mean_and_std_match_the_metrics_files(faulty):
   root, _, _, names = faulty
   finals, first_bucket = [], []

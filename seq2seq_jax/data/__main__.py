@@ -2,31 +2,36 @@
 
 import argparse
 import logging
-import sys
 
 import ml_collections
 import numpy as np
 
-from seq2seq_jax import data
+from seq2seq_jax import cli, data
 from seq2seq_jax.data import debian
 from seq2seq_jax.data.vocab import tokenize
 
 
 def main(argv=None) -> None:
+  cli.interrupt_on_sigterm()
   try:
     _main(argv)
+  except KeyboardInterrupt as e:  # a corpus being prepared is renamed into place when whole
+    cli.fail_interrupted(e, "before it finished (nothing half-written): the same command "
+                         "starts it again")
   except (OSError, ValueError, RuntimeError) as e:  # a missing corpus, apt-get, tfds offline
-    sys.exit(f"error: {' '.join(str(e).split())}")
+    cli.fail(e, 1)
 
 
 def _main(argv=None) -> None:
   parser = argparse.ArgumentParser(prog="python -m seq2seq_jax.data")
   parser.add_argument("command", choices=("prepare", "stats"))
   parser.add_argument("name", help="dataset name, e.g. debian:de-en, tsv:PATH, num2words_en_de")
+  parser.add_argument("--verbose", action="store_true",
+                      help=f"print the traceback above an error line (also: {cli.VERBOSE_ENV}=1)")
   args = parser.parse_args(argv)
   logging.basicConfig(level=logging.INFO, format="%(message)s")
   if not data.is_dataset_name(args.name):
-    sys.exit(f"error: unknown dataset {args.name!r}; valid: {', '.join(data.dataset_names())}")
+    cli.fail(f"unknown dataset {args.name!r}; valid: {', '.join(data.dataset_names())}", 1)
   if args.command == "prepare":
     if args.name.startswith("debian:"):
       path = debian.prepare(args.name[len("debian:"):])

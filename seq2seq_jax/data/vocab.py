@@ -90,8 +90,7 @@ class Vocab:
 
   @classmethod
   def load(cls, path) -> "Vocab":
-    with open(path, encoding="utf-8") as f:
-      return cls.from_json(json.load(f))
+    return cls.from_json(files.read_json(path))
 
 
 class SentencePieceVocab:
@@ -140,8 +139,7 @@ def _save_json(path, obj) -> None:
 
 def load_vocab(path):
   """A `Vocab` or `SentencePieceVocab` saved with `.save(path)`."""
-  with open(path, encoding="utf-8") as f:
-    data = json.load(f)
+  data = files.read_json(path)
   if data["kind"] == SentencePieceVocab.kind:
     return SentencePieceVocab(base64.b64decode(data["model"]))
   return Vocab.from_json(data)

@@ -1,5 +1,7 @@
 """Orbax checkpoints of a run: the last N under `last/`, the best by dev BLEU under `best/`."""
 
+import contextlib
+import errno
 import logging
 from pathlib import Path
 import shutil
@@ -14,6 +16,17 @@ log = logging.getLogger(__name__)
 
 class CheckpointError(RuntimeError):
   pass
+
+
+DISK_MARGIN_BYTES = 2**20
+
+
+def disk_full(directory: Path, resumable_step: int | None, what: str) -> str:
+  """The message of a full disk: where, what failed and what to do."""
+  return (f"the disk holding {directory.parent} is full ({what}): free space, or keep fewer "
+          "checkpoints (train.keep_checkpoints), then run the same command: " +
+          (f"it resumes from checkpoint {resumable_step}" if resumable_step is not None
+           else "it starts over"))
 
 
 def _args(state, meta, restore=False):
@@ -49,10 +62,40 @@ class Checkpoints:
                 barrier_sync_key_prefix="best")))
 
   def save(self, step: int, state, meta: dict, bleu: float | None = None) -> None:
-    if step not in self.last.all_steps():
-      self.last.save(step, args=_args(state, meta))
-    if bleu is not None:
-      self.best.save(step, args=_args(state, meta), metrics={"bleu": bleu})
+    """Starts the (asynchronous) saves of `step` to `last/` and, with a dev `bleu`,
+    `best/`; first checks that the disk has room for them (`disk_full`)."""
+    copies = (step not in self.last.all_steps()) + (bleu is not None)
+    self._check_space(step, state, copies)
+    with self._disk_full_as_oserror(step):
+      if step not in self.last.all_steps():
+        self.last.save(step, args=_args(state, meta))
+      if bleu is not None:
+        self.best.save(step, args=_args(state, meta), metrics={"bleu": bleu})
+
+  def _check_space(self, step: int, state, copies: int) -> None:
+    """A full disk found before a save, not in the middle of orbax's threads (whose
+    failure prints dozens of tracebacks): the saves need about the state's bytes
+    each, the margin is for metrics, plots and orbax's metadata."""
+    if not copies:
+      return
+    self.wait()  # the saves in flight take their room first (orbax would wait for them too)
+    need = copies * sum(x.nbytes for x in jax.tree.leaves(state)) + DISK_MARGIN_BYTES
+    free = shutil.disk_usage(self.directory).free
+    if free < need:
+      raise OSError(errno.ENOSPC, disk_full(self.directory, self.last.latest_step(),
+                                            f"{free / 1e6:.1f} MB free, checkpoint {step} "
+                                            f"needs {need / 1e6:.1f} MB"))
+
+  @contextlib.contextmanager
+  def _disk_full_as_oserror(self, step: int):
+    """Orbax reports a full disk as a ValueError (tensorstore's RESOURCE_EXHAUSTED)."""
+    try:
+      yield
+    except Exception as e:  # noqa: BLE001  only a full disk is translated
+      if "No space left on device" not in str(e):
+        raise
+      raise OSError(errno.ENOSPC, disk_full(self.directory, self.last.latest_step(),
+                                            f"writing checkpoint {step} failed")) from None
 
   def repair_best(self, step: int, state, meta: dict, bleu: float) -> None:
     """Offers evaluation step `step`, just resumed from `last/`, to `best/` again:
@@ -76,8 +119,9 @@ class Checkpoints:
     return target
 
   def wait(self) -> None:
-    self.last.wait_until_finished()
-    self.best.wait_until_finished()
+    with self._disk_full_as_oserror(self.last.latest_step()):
+      self.last.wait_until_finished()
+      self.best.wait_until_finished()
 
   def restore_latest(self, template):
     """The newest readable checkpoint as `(state, meta)`, or None if there is none.

@@ -12,7 +12,7 @@ import numpy as np
 
 from seq2seq_jax import config_checks, data, evaluate, models
 from seq2seq_jax.tokens import EOS_ID, PAD_ID
-from seq2seq_jax.training import checkpoints, optim, parallel, schedules, step
+from seq2seq_jax.training import checkpoints, faults, optim, parallel, schedules, step
 from seq2seq_jax.training import workdir as workdir_files
 
 log = logging.getLogger(__name__)
@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 def _evaluate_and_record(config, model, params, dataset, split, step_number, writer, workdir,
                          plots_prefix, mesh=None):
   result = evaluate.evaluate(model, params, dataset, split, config.eval, mesh=mesh)
+  faults.point("evaluated", step_number)
   return record_evaluation(config, model, params, dataset, split, step_number, writer, workdir,
                            plots_prefix, result)
 
@@ -150,7 +151,9 @@ def train_and_evaluate(config, workdir, config_mismatch: str = "error") -> dict:
   log.info("devices: %s", parallel.summary(devices))  # the first line of a run's log
   workdir_files.check_config(config, workdir, config_mismatch)
   dataset = workdir_files.load_data(config, workdir)
+  faults.point("loaded")
   workdir_files.prepare(config, workdir, config_mismatch, devices)
+  faults.point("prepared")
   log.info("config (also %s):\n%s", workdir / "config.json", config)  # after the data's errors
   model = models.build(config.model, len(dataset.src_vocab), len(dataset.tgt_vocab))
   tx = optim.optimizer_from_config(tc)
@@ -170,6 +173,7 @@ def train_and_evaluate(config, workdir, config_mismatch: str = "error") -> dict:
       raise checkpoints.CheckpointError(f"checkpoint {start}: data position "
                                         f"{meta['data_position']} != step")
     log.info("resumed from %s at step %d", workdir / "checkpoints", start)
+    faults.point("restored")
   writer = workdir_files.MetricWriter(workdir, start)
   if restored is not None and (start % config.eval.every_steps == 0 or start == tc.num_steps):
     bleu = writer.dev_bleu(start)
@@ -202,6 +206,7 @@ def train_and_evaluate(config, workdir, config_mismatch: str = "error") -> dict:
         if not np.isfinite(record["loss"]):
           raise FloatingPointError(nonfinite_message(stats, done, ckpt, workdir))
         writer.write(record)
+        faults.point("train_record", done)
         progress.update(done, record)
         interval, t_interval = [], time.time()
       is_eval = done % config.eval.every_steps == 0 or done == tc.num_steps
@@ -209,12 +214,14 @@ def train_and_evaluate(config, workdir, config_mismatch: str = "error") -> dict:
         dev = _evaluate_and_record(config, model, state.params, dataset, "dev", done, writer,
                                    workdir, "final_dev" if done == tc.num_steps else f"{done:07d}",
                                    mesh)
+        faults.point("dev_record", done)
         m = dev["metrics"]
         progress.message(f"step {done}: dev loss {m['loss']:.4f} BLEU {m['bleu']:.2f} "
                          f"chrF {m['chrf']:.2f} exact match {m['exact_match']:.4f}")
       if is_eval or done % tc.checkpoint_every_steps == 0:
         ckpt.save(done, state, {"step": done, "data_position": done},
                   bleu=dev["metrics"]["bleu"] if is_eval else None)
+        faults.point("saving", done)
         t_interval = time.time()  # tokens_per_s counts training time only
   ckpt.wait()
   if dev is None:  # resumed after the last step: its dev metrics are already recorded
@@ -222,7 +229,9 @@ def train_and_evaluate(config, workdir, config_mismatch: str = "error") -> dict:
   results = {"dev": dev, "test": _evaluate_and_record(
       config, model, state.params, dataset, "test", tc.num_steps, writer, workdir, "final_test",
       mesh)}
+  faults.point("test_record")
   write_outputs(workdir, config, model, results, time.time() - t_start)
+  faults.point("outputs")
   writer.close()
   ckpt.close()
   return results

@@ -295,6 +295,17 @@ class _Stack:
           done, self.writers[k], self.workdirs[k], prefix_of(done), results[k])
     return out
 
+  def _stop(self, signum: int, step_number: int):
+    """Completes the saves in flight and raises `run.RunInterrupted`."""
+    for c in self.ckpts.values():
+      c.wait()
+    saved = [c.last.latest_step() for c in self.ckpts.values()]  # the members save together
+    for k in self.live():
+      self.writers[k].close()
+    for c in self.ckpts.values():
+      c.close()
+    raise run.RunInterrupted(signum, step_number, None if None in saved else min(saved))
+
   def train(self, step_fn, dataset, on_member_end) -> list:
     tc, cfg_eval = self.configs[0].train, self.configs[0].eval
     progress = workdir_files.Progress(tc.num_steps, self.start)
@@ -303,27 +314,30 @@ class _Stack:
     dev = None
     log.info("training %d members as one stack (%d slots) from step %d", len(self.live()),
              len(self.configs), self.start)
-    for i in range(self.start, tc.num_steps):
-      self.state, metrics = step_fn(self.state, self._global_batch(i), self.rngs,
-                                    self.hypers, alive)
-      alive = metrics["alive"]
-      interval.append(metrics)
-      done = i + 1
-      if done % tc.log_every_steps == 0 or done == tc.num_steps:
-        self._log_interval(interval, done, time.time() - t_interval, progress, on_member_end)
-        interval, t_interval = [], time.time()
-      is_eval = done % cfg_eval.every_steps == 0 or done == tc.num_steps
-      if is_eval:
-        dev = self._evaluate(dataset, "dev", done, lambda d: "final_dev" if d == tc.num_steps
-                             else f"{d:07d}")
-        bleus = " ".join(f"{dev[k]['metrics']['bleu']:.2f}" for k in self.live())
-        progress.message(f"step {done}: dev BLEU of the members {bleus}")
-      if is_eval or done % tc.checkpoint_every_steps == 0:
-        for k in self.live():
-          self.ckpts[k].save(done, stack.member_tree(self.state, k),
-                             {"step": done, "data_position": done},
-                             bleu=dev[k]["metrics"]["bleu"] if is_eval else None)
-        t_interval = time.time()  # tokens_per_s counts training time only
+    with run.StopSignals() as stop:  # Ctrl-C and SIGTERM: at a step boundary, as run.py
+      for i in range(self.start, tc.num_steps):
+        if stop.signum is not None:
+          self._stop(stop.signum, i)
+        self.state, metrics = step_fn(self.state, self._global_batch(i), self.rngs,
+                                      self.hypers, alive)
+        alive = metrics["alive"]
+        interval.append(metrics)
+        done = i + 1
+        if done % tc.log_every_steps == 0 or done == tc.num_steps:
+          self._log_interval(interval, done, time.time() - t_interval, progress, on_member_end)
+          interval, t_interval = [], time.time()
+        is_eval = done % cfg_eval.every_steps == 0 or done == tc.num_steps
+        if is_eval:
+          dev = self._evaluate(dataset, "dev", done, lambda d: "final_dev" if d == tc.num_steps
+                               else f"{d:07d}")
+          bleus = " ".join(f"{dev[k]['metrics']['bleu']:.2f}" for k in self.live())
+          progress.message(f"step {done}: dev BLEU of the members {bleus}")
+        if is_eval or done % tc.checkpoint_every_steps == 0:
+          for k in self.live():
+            self.ckpts[k].save(done, stack.member_tree(self.state, k),
+                               {"step": done, "data_position": done},
+                               bleu=dev[k]["metrics"]["bleu"] if is_eval else None)
+          t_interval = time.time()  # tokens_per_s counts training time only
     for c in self.ckpts.values():
       c.wait()
     if dev is None:  # resumed after the last step: the dev metrics are already recorded

@@ -1,0 +1,148 @@
+"""Kill anywhere, resume, and end where an uninterrupted run ends.
+
+A quick run is stopped with SIGKILL at ten places (`training/faults.py` kill
+points: no sleeps, no races) that cover start-up, the middle of an orbax save,
+an evaluation, the final save and after the test record; each stop is resumed by
+the same command. The result is compared with `quick_run` (conftest.py), the
+same config trained without a stop: metrics.jsonl (timing fields aside), the
+predictions, the steps of `best/` and `last/` and every array in them.
+Ctrl-C and SIGTERM outside the step loop end in one line and resume too.
+"""
+
+import json
+import os
+from pathlib import Path
+import re
+import signal
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from seq2seq_jax.training import faults
+from seq2seq_jax.training.workdir import TIMING_FIELDS
+
+ROOT = Path(__file__).resolve().parent.parent
+QUICK = f"--config={ROOT / 'configs' / 'default.py'}:quick"  # 60 steps, saves 20 30 40 60
+
+# In the order a run meets them, so that each resumed run goes on to the next.
+POINTS = ["loaded", "prepared", "train_record@10", "saving@20", "evaluated@30",
+          "dev_record@30", "saving@30", "restored", "saving@60", "test_record"]
+
+
+def _main(workdir, point=None, signal_name="SIGKILL"):
+  env = dict(os.environ)
+  if point:
+    env.update({faults.ENV: point, faults.SIGNAL_ENV: signal_name})
+  return subprocess.run([sys.executable, "-m", "seq2seq_jax.main", QUICK, f"--workdir={workdir}"],
+                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+def _metrics(workdir):
+  return [{k: v for k, v in json.loads(ln).items() if k not in TIMING_FIELDS}
+          for ln in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+def _checkpoints(workdir) -> dict:
+  """{"last/60": (meta, metrics, [arrays]), ...} of every checkpoint the run kept
+  (metrics: the dev BLEU that `best/` ranks by)."""
+  out = {}
+  for which in ("last", "best"):
+    for path in sorted((workdir / "checkpoints" / which).iterdir()):
+      state = ocp.StandardCheckpointer().restore(path / "state")
+      meta = json.loads((path / "meta" / "metadata").read_text())
+      metrics = json.loads((path / "_CHECKPOINT_METADATA").read_text())["metrics"]
+      out[f"{which}/{path.name}"] = (meta, metrics, [np.asarray(x) for x in
+                                                     jax.tree.leaves(state)])
+  return out
+
+
+def assert_same_run(workdir, reference):
+  assert _metrics(workdir) == _metrics(reference)
+  for name in ("predictions_dev.txt", "predictions_test.txt"):
+    assert (workdir / name).read_bytes() == (reference / name).read_bytes(), name
+  mine, theirs = _checkpoints(workdir), _checkpoints(reference)
+  assert sorted(mine) == sorted(theirs)
+  for key in mine:
+    assert mine[key][:2] == theirs[key][:2], key
+    assert len(mine[key][2]) == len(theirs[key][2])
+    for a, b in zip(mine[key][2], theirs[key][2]):
+      np.testing.assert_array_equal(a, b, err_msg=key)
+  leftovers = [p for p in (workdir / "checkpoints").rglob("*") if "tmp" in p.name]
+  assert not leftovers, leftovers
+
+
+def test_killed_at_ten_points_in_turn_each_resumed_ends_as_the_uninterrupted_run(
+    quick_run, tmp_path):
+  workdir = tmp_path / "run"
+  for point in POINTS:
+    proc = _main(workdir, point)
+    assert proc.returncode == -signal.SIGKILL, (point, proc.returncode, proc.stderr[-2000:])
+  proc = _main(workdir)
+  assert proc.returncode == 0, proc.stderr
+  assert_same_run(workdir, quick_run)
+
+
+@pytest.mark.slow  # 20 runs; the chained test above meets every point once in 11
+@pytest.mark.parametrize("point", POINTS)
+def test_killed_at_one_point_and_resumed_ends_as_the_uninterrupted_run(quick_run, tmp_path,
+                                                                        point):
+  workdir = tmp_path / "run"
+  assert _main(workdir, point).returncode == -signal.SIGKILL
+  proc = _main(workdir)
+  assert proc.returncode == 0, proc.stderr
+  assert_same_run(workdir, quick_run)
+
+
+@pytest.mark.parametrize("point,signal_name,code", [
+    ("prepared", "SIGINT", 130),  # start-up, before the first step
+    ("test_record", "SIGTERM", 143),  # after the loop, before the report
+])
+def test_ctrl_c_and_sigterm_outside_the_step_loop_are_one_line(quick_run, tmp_path, point,
+                                                               signal_name, code):
+  workdir = tmp_path / "run"
+  proc = _main(workdir, point, signal_name)
+  assert proc.returncode == code, proc.stderr
+  last = proc.stderr.strip().splitlines()[-1]
+  assert re.match(rf"error: stopped by {signal_name} outside the training steps .*the same "
+                  r"command resumes from the last checkpoint$", last), proc.stderr
+  assert "Traceback" not in proc.stderr
+  proc = _main(workdir)
+  assert proc.returncode == 0, proc.stderr
+  assert_same_run(workdir, quick_run)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+  """A 1.5 MB tmpfs (the quick run needs about 1.6 MB): mounting needs root, as on
+  this project's machines and CI."""
+  mount = tmp_path / "disk"
+  mount.mkdir()
+  proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1500k", "tmpfs", str(mount)],
+                        capture_output=True, text=True)
+  if proc.returncode != 0:
+    pytest.skip(f"cannot mount a tmpfs here (not root?): {proc.stderr.strip()}")
+  yield mount
+  subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def test_a_full_disk_is_one_line_before_the_save_and_the_run_resumes_after(quick_run,
+                                                                          small_disk):
+  """Before: dozens of orbax tracebacks from its writer threads, half-written
+  `*.orbax-checkpoint-tmp` directories, and a message without the workdir."""
+  workdir = small_disk / "run"
+  proc = _main(workdir)
+  assert proc.returncode == 2, proc.stderr
+  last = proc.stderr.strip().splitlines()[-1]
+  assert re.match(rf"error: \[Errno 28\] the disk holding {re.escape(str(workdir))} is full "
+                  r"\([\d.]+ MB free, checkpoint \d+ needs [\d.]+ MB\): free space, .* it resumes "
+                  r"from checkpoint \d+$", last), proc.stderr
+  assert "Traceback" not in proc.stderr
+  assert not [p for p in (workdir / "checkpoints").rglob("*") if "tmp" in p.name]
+  subprocess.run(["mount", "-o", "remount,size=8m", str(small_disk)], check=True)  # room made
+  proc = _main(workdir)
+  assert proc.returncode == 0, proc.stderr
+  assert_same_run(workdir, quick_run)
