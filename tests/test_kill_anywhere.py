@@ -13,6 +13,7 @@ import json
 import os
 from pathlib import Path
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -115,18 +116,42 @@ def test_ctrl_c_and_sigterm_outside_the_step_loop_are_one_line(quick_run, tmp_pa
   assert_same_run(workdir, quick_run)
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-  """A 1.5 MB tmpfs (the quick run needs about 1.6 MB): mounting needs root, as on
-  this project's machines and CI."""
-  mount = tmp_path / "disk"
-  mount.mkdir()
-  proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1500k", "tmpfs", str(mount)],
+def _tmpfs(mount: Path, options: str) -> None:
+  """Mounting needs root, as on this project's machines and CI."""
+  mount.mkdir(exist_ok=True)
+  proc = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount)],
                         capture_output=True, text=True)
   if proc.returncode != 0:
     pytest.skip(f"cannot mount a tmpfs here (not root?): {proc.stderr.strip()}")
-  yield mount
-  subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+  """A 1.5 MB tmpfs: the quick run needs about 1.6 MB."""
+  _tmpfs(tmp_path / "disk", "size=1500k")
+  yield tmp_path / "disk"
+  subprocess.run(["umount", "-l", str(tmp_path / "disk")], check=True)
+
+
+def test_a_read_only_workdir_is_one_line_and_translate_still_serves_it(quick_run, tmp_path):
+  """A finished run on a file system remounted read-only (root can write
+  anywhere else, so permissions alone would not show it)."""
+  mount = tmp_path / "ro"
+  _tmpfs(mount, "size=8m")
+  try:
+    shutil.copytree(quick_run, mount / "run")
+    subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
+    proc = _main(mount / "run")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"error: --workdir={mount / 'run'}: {mount / 'run'} is not writable; choose another "
+        "--workdir or fix its permissions"), proc.stderr
+    out = subprocess.run([sys.executable, "-m", "seq2seq_jax.translate",
+                          f"--workdir={mount / 'run'}"], cwd=ROOT, input="seven\n",
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip(), out.stderr
+  finally:
+    subprocess.run(["umount", "-l", str(mount)], check=True)
 
 
 def test_a_full_disk_is_one_line_before_the_save_and_the_run_resumes_after(quick_run,
