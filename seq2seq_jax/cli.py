@@ -17,6 +17,37 @@ from absl import flags
 VERBOSE_ENV = "SEQ2SEQ_JAX_VERBOSE"
 flags.DEFINE_bool("verbose", False, "Print the traceback above an error line (also: "
                   f"{VERBOSE_ENV}=1).")
+_CONFIG_HELP = flags.DEFINE_bool("config_help", False, "Print every field of --config (default: "
+                                 "configs/default.py) with its value and meaning, and exit.")
+HELP_FLAGS = ("--help", "-h", "--helpshort", "--helpfull")
+
+
+def exit_on_help(argv) -> None:
+  """`--help`: the entry point's docstring and flags (absl's own --help belongs to
+  absl.app, which the CLIs do not use), exit 0."""
+  if not any(a in HELP_FLAGS for a in argv[1:]):
+    return
+  signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `--help | head` ends quietly
+  main = sys.modules["__main__"]
+  print((main.__doc__ or "").strip() + "\n")
+  print("flags:")
+  for module in ("__main__", __name__):
+    text = flags.FLAGS.module_help(module)
+    print("\n".join(ln for ln in text.splitlines() if ln.startswith(" ")))  # not "module:"
+  if "config" in flags.FLAGS:
+    print("\nConfig fields: --config_help (with --config=FILE, that config's values).")
+  sys.exit(0)
+
+
+def exit_on_config_help(config) -> None:
+  """`--config_help`: every field of `config` (or the default's) and its comment, exit 0."""
+  if not _CONFIG_HELP.value:
+    return
+  from seq2seq_jax import config_help, config_utils
+  if config is None:
+    config = config_utils.load_module(config_help.DEFAULT).get_config()
+  print(config_help.describe(config))
+  sys.exit(0)
 
 
 def verbose() -> bool:
@@ -66,7 +97,9 @@ def _flag_error(message: str) -> str:
 
 
 def parse_flags(argv, config_flag):
-  """Parses the flags; returns the config, or exits 2 with one line naming the problem."""
+  """Parses the flags; returns the config, or exits 2 with one line naming the problem
+  (0 after `--help` or `--config_help`)."""
+  exit_on_help(argv)
   try:
     flags.FLAGS(argv)
     config = config_flag.value
@@ -86,8 +119,9 @@ def parse_flags(argv, config_flag):
     if path and not Path(path).is_file():
       fail(f"--config={path}: no such file (a config is a Python file, e.g. configs/default.py)")
     fail(e)
+  exit_on_config_help(config)
   if config is None or not flags.FLAGS.workdir:
-    fail("--config and --workdir are required")
+    fail("--config and --workdir are required (--help lists the flags)")
   return config
 
 

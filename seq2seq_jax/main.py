@@ -1,4 +1,4 @@
-"""Trains and evaluates a config in a workdir; running it again resumes.
+r"""Trains and evaluates a config in a workdir; running it again resumes.
 
     python -m seq2seq_jax.main --config=configs/default.py --workdir=DIR \
         [--config.model.cell=gru ...] [--config_mismatch=allow]

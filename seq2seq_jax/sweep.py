@@ -1,4 +1,4 @@
-"""Runs the members of a config's sweep, each in its own process and workdir.
+r"""Runs the members of a config's sweep, each in its own process and workdir.
 
     python -m seq2seq_jax.sweep --config=configs/X.py[:ARG] --workdir=DIR [--parallel=2] \
         [--stack=auto|K|1] [--list] [--index=K | --stack_index=J] [--retry_failed] \

@@ -1,4 +1,4 @@
-"""Translates (or scores) sentences with a trained model from a training workdir.
+r"""Translates (or scores) sentences with a trained model from a training workdir.
 
     python -m seq2seq_jax.translate --workdir=DIR [--beam_size=5] [--nbest=3] \
         [--length_penalty=0.6] [--with_scores] [--input=F] [--output=F]
@@ -18,17 +18,18 @@ import sys
 
 from absl import flags
 import jax
-import ml_collections
 import numpy as np
 
-from seq2seq_jax import cli, config_utils, decoding, evaluate, files, models
-from seq2seq_jax.data.vocab import load_vocab
-from seq2seq_jax.tokens import EOS_ID
-from seq2seq_jax.training import checkpoints, optim, parallel, step
+from seq2seq_jax import cli, decoding, evaluate, files
+from seq2seq_jax.data.vocab import tokenize
+from seq2seq_jax.tokens import EOS_ID, UNK_ID
+from seq2seq_jax.trained import load_model
+from seq2seq_jax.training import checkpoints, parallel
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training workdir.")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", "best",
-                                  "best (by dev BLEU), last, or a step number.")
+                                  "best (by dev BLEU), last, a step number, or average "
+                                  "(python -m seq2seq_jax.average).")
 _INPUT = flags.DEFINE_string("input", None, "Input file (UTF-8); stdin when not given.")
 _OUTPUT = flags.DEFINE_string("output", None, "Output file; stdout when not given.")
 _BEAM = flags.DEFINE_integer("beam_size", 5, "Beam width; 1 = greedy.")
@@ -57,37 +58,6 @@ class TranslateError(ValueError):
   pass
 
 
-def load_model(workdir, checkpoint: str = "best"):
-  """The config, model, params and vocabularies of a training workdir.
-
-  Args:
-    workdir: a directory written by `seq2seq_jax.main`.
-    checkpoint: "best" (by dev BLEU), "last", or a step number.
-
-  Returns:
-    `(config, model, params, src_vocab, tgt_vocab)`.
-  """
-  workdir = Path(workdir)
-  for name in ("config.json", "vocab_src.json", "vocab_tgt.json"):
-    if not (workdir / name).exists():
-      raise TranslateError(f"{workdir / name} does not exist: --workdir must be a training "
-                           "workdir (python -m seq2seq_jax.main ... --workdir=DIR)")
-  config = ml_collections.ConfigDict(config_utils.read_saved(workdir / "config.json"))
-  src_vocab, tgt_vocab = load_vocab(workdir / "vocab_src.json"), load_vocab(workdir /
-                                                                            "vocab_tgt.json")
-  model = models.build(config.model, len(src_vocab), len(tgt_vocab))
-  dummy = {"src": np.ones((1, 2), np.int32), "tgt": np.ones((1, 2), np.int32)}
-  template = step.init_state(model, optim.optimizer_from_config(config.train),
-                             jax.random.PRNGKey(0), dummy)
-  ckpt = checkpoints.Checkpoints(workdir / "checkpoints", 1, create=False)
-  try:
-    state, meta = ckpt.restore(checkpoint, template)
-  finally:
-    ckpt.close()
-  log.info("loaded %s checkpoint of step %d from %s", checkpoint, meta["step"], workdir)
-  return config, model, state.params, src_vocab, tgt_vocab
-
-
 def read_lines(path) -> list[str]:
   """Lines of `path` (stdin when None), UTF-8; a bad line is named."""
   raw = sys.stdin.buffer.read() if path is None else Path(path).read_bytes()
@@ -102,6 +72,26 @@ def read_lines(path) -> list[str]:
   if lines and lines[-1] == "":
     lines.pop()  # the final newline
   return lines
+
+
+def warn_unknown(src_vocab, lines: list[str], name: str, most: int = 10) -> int:
+  """Warns of input tokens outside the source vocabulary (they become `<unk>` and are
+  translated as such); returns how many lines have one."""
+  stoi = getattr(src_vocab, "stoi", None)  # word / char vocabularies; sentencepiece: ids
+  bad = 0
+  for number, line in enumerate(lines, 1):
+    if stoi is not None:
+      unknown = [t for t in tokenize(line, src_vocab.kind) if t not in stoi]
+    else:
+      unknown = ["<unk>"] * src_vocab.encode(line).count(UNK_ID)
+    if unknown:
+      bad += 1
+      if bad <= most:
+        log.warning("%s:%d: not in the source vocabulary, translated as <unk>: %s", name,
+                    number, " ".join(unknown))
+  if bad > most:
+    log.warning("%s: %d lines in all have tokens outside the source vocabulary", name, bad)
+  return bad
 
 
 def _pad(rows: list[list[int]], multiple: int = 8) -> np.ndarray:
@@ -210,6 +200,7 @@ def _run() -> list[str]:
   for number, line in enumerate(lines, 1):
     if not line.strip():
       log.warning("%s:%d: empty line; its translation is empty too", name, number)
+  warn_unknown(src_vocab, lines, name)
   options = _decode_options(config)
   results = translate(model, params, src_vocab, tgt_vocab, lines, options, seed=_SEED.value,
                       batch_size=_BATCH.value, mesh=mesh)
@@ -243,13 +234,15 @@ def _plot(results, lines, src_vocab, tgt_vocab, directory: Path,
 
 
 def main(argv) -> None:
+  cli.exit_on_help(argv)
   try:
     flags.FLAGS(argv)
   except flags.Error as e:
     cli.fail(str(e).splitlines()[0])
   if not _WORKDIR.value:
     cli.fail("--workdir is required")
-  logging.basicConfig(level=logging.WARNING, format="%(message)s")
+  # force: a library may have configured the root logger already (its "WARNING:name:" format)
+  logging.basicConfig(level=logging.WARNING, format="%(message)s", force=True)
   cli.interrupt_on_sigterm()
   try:
     if _OUTPUT.value:  # before any decoding: a bad path must not cost the translations

@@ -67,6 +67,7 @@ def test_translate_cli_serves_the_transformer(number_words):
   assert all(float(x) <= 0.0 for x in scored.split())
 
 
+@pytest.mark.slow  # suite time; transformer_vs_lstm's quick member trains it on Debian text
 def test_deen_transformer_quick_runs_end_to_end(tmp_path):
   """configs/deen_transformer.py:quick on debian:de-en (prepared from Debian packages)."""
   run("seq2seq_jax.main", f"--config={CONFIG}:quick", f"--workdir={tmp_path}")

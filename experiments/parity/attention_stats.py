@@ -16,14 +16,14 @@ import sys
 import jax.numpy as jnp
 import numpy as np
 
-from seq2seq_jax import data, translate
+from seq2seq_jax import data, trained
 from seq2seq_jax.tokens import PAD_ID
 
 PAIRS = 256
 
 
 def attention_stats(workdir) -> dict:
-  config, model, params, src_vocab, tgt_vocab = translate.load_model(workdir, "last")
+  config, model, params, src_vocab, tgt_vocab = trained.load_model(workdir, "last")
   src, tgt = data.load(config.dataset, src_vocab, tgt_vocab).arrays["dev"]
   src, tgt = jnp.asarray(src[:PAIRS]), jnp.asarray(tgt[:PAIRS])
   weights = np.asarray(model.apply({"params": params}, src, tgt).attention)  # [B, T, S]

@@ -148,9 +148,30 @@ class Checkpoints:
                             "them away to start over.")
     return None
 
+  def _average_manager(self, create: bool):
+    if not create and not (self.directory / "average").is_dir():
+      raise CheckpointError(f"no averaged checkpoint in {self.directory / 'average'}: make one "
+                            f"with python -m seq2seq_jax.average --workdir="
+                            f"{self.directory.parent}")
+    return ocp.CheckpointManager(self.directory / "average", item_names=("state", "meta"),
+                                 options=ocp.CheckpointManagerOptions(max_to_keep=1,
+                                                                      create=create))
+
+  def save_average(self, step: int, state, meta: dict) -> None:
+    """`average/<step>`, replacing an earlier average (`seq2seq_jax.average`)."""
+    manager = self._average_manager(create=True)
+    for old in manager.all_steps():
+      manager.delete(old)
+    manager.save(step, args=_args(state, meta), force=True)
+    manager.wait_until_finished()
+    manager.close()
+
   def restore(self, which: str, template):
-    """`(state, meta)` of checkpoint `which`: "best", "last" or a step number."""
-    if which == "best":
+    """`(state, meta)` of checkpoint `which`: "best", "last", "average" or a step number."""
+    if which == "average":
+      manager = self._average_manager(create=False)
+      step = manager.latest_step()
+    elif which == "best":
       manager, step = self.best, self.best.latest_step()
       if step is None:
         raise CheckpointError(f"no best checkpoint in {self.directory / 'best'} (the run has "
@@ -163,7 +184,8 @@ class Checkpoints:
         raise CheckpointError(f"no checkpoint of step {step} in {self.directory / 'last'}; "
                               f"there are: {sorted(self.last.all_steps())}")
     else:
-      raise CheckpointError(f"--checkpoint must be best, last or a step number, got {which!r}")
+      raise CheckpointError(f"--checkpoint must be best, last, average or a step number, got "
+                            f"{which!r}")
     if step is None:
       raise CheckpointError(f"no checkpoint in {self.directory / 'last'}")
     try:

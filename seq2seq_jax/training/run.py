@@ -11,6 +11,7 @@ import jax
 import numpy as np
 
 from seq2seq_jax import config_checks, data, evaluate, models
+from seq2seq_jax.files import write_atomically
 from seq2seq_jax.tokens import EOS_ID, PAD_ID
 from seq2seq_jax.training import checkpoints, faults, optim, parallel, schedules, step
 from seq2seq_jax.training import workdir as workdir_files
@@ -62,15 +63,18 @@ def _plot_heads(model, params, dataset, split, result, path, step_number):
         path, title=f"step {step_number}: {result['hypotheses'][0]}")
 
 
-def train_record(stats: list[dict], done: int, seconds: float) -> dict:
-  """The `train` line of metrics.jsonl: means over the logging interval."""
+def train_record(stats: list[dict], done: int, seconds: float, untimed_tokens: float = 0.0
+                 ) -> dict:
+  """The `train` line of metrics.jsonl: means over the logging interval (tokens/s
+  leaves out `untimed_tokens`, those of a step whose time was compilation)."""
   loss = float(np.mean([m["loss"] for m in stats]))
   return {"step": done, "split": "train", "loss": loss, "ppl": math.exp(min(loss, 50)),
           "token_accuracy": float(np.mean([m["token_accuracy"] for m in stats])),
           "grad_norm": float(np.mean([m["grad_norm"] for m in stats])),
           "tf_ratio": float(np.mean([m["tf_ratio"] for m in stats])),
           "learning_rate": float(stats[-1]["learning_rate"]),  # of the interval's last update
-          "tokens_per_s": sum(float(m["num_tokens"]) for m in stats) / max(seconds, 1e-9)}
+          "tokens_per_s": (sum(float(m["num_tokens"]) for m in stats) - untimed_tokens)
+          / max(seconds, 1e-9)}
 
 
 def nonfinite_message(stats: list[dict], done: int, ckpt, workdir: Path,
@@ -95,8 +99,8 @@ def write_outputs(workdir: Path, config, model, results: dict, wall: float) -> N
   if not parallel.is_primary():
     return
   for split, result in results.items():
-    (workdir / f"predictions_{split}.txt").write_text(
-        "".join(h + "\n" for h in result["hypotheses"]), encoding="utf-8")
+    write_atomically(workdir / f"predictions_{split}.txt",
+                     "".join(h + "\n" for h in result["hypotheses"]))
   workdir_files.write_report(workdir, config, model.config.summary, model.has_attention,
                              results, config.train.num_steps, wall)
 
@@ -150,7 +154,12 @@ def train_and_evaluate(config, workdir, config_mismatch: str = "error") -> dict:
   devices = parallel.describe(mesh)
   log.info("devices: %s", parallel.summary(devices))  # the first line of a run's log
   workdir_files.check_config(config, workdir, config_mismatch)
+  t_load = time.time()
+  log.info("loading %s (and the vocabularies) ...", config.dataset.name)
   dataset = workdir_files.load_data(config, workdir)
+  log.info("loaded %d training pairs in %.1f s; vocabularies: %d source, %d target tokens",
+           len(dataset.arrays["train"][0]), time.time() - t_load, len(dataset.src_vocab),
+           len(dataset.tgt_vocab))
   faults.point("loaded")
   workdir_files.prepare(config, workdir, config_mismatch, devices)
   faults.point("prepared")
@@ -161,8 +170,11 @@ def train_and_evaluate(config, workdir, config_mismatch: str = "error") -> dict:
                               config.dataset.get("bucket_boundaries", ()))
   replicated, rows = parallel.replicated(mesh), parallel.batch_sharding(mesh)
   my_rows = parallel.process_rows(tc.batch_size)
+  t_init = time.time()
   state = jax.device_put(step.init_state(model, tx, jax.random.PRNGKey(config.seed),
                                          batches(0)), replicated)
+  log.info("initialised the model (%s parameters) in %.1f s; compiling the training step ...",
+           f"{sum(x.size for x in jax.tree.leaves(state.params)):,}", time.time() - t_init)
   ckpt = checkpoints.Checkpoints(workdir / "checkpoints", tc.keep_checkpoints)
   restored = ckpt.restore_latest(state)
   start = 0
@@ -188,7 +200,7 @@ def train_and_evaluate(config, workdir, config_mismatch: str = "error") -> dict:
   rng = jax.device_put(jax.random.PRNGKey(config.seed), replicated)
   progress = workdir_files.Progress(tc.num_steps, start)
   t_start, interval, t_interval = time.time(), [], time.time()
-  dev = None
+  dev, untimed = None, 0.0
   with StopSignals() as stop:  # Ctrl-C and SIGTERM end the run at a step boundary
     for i in range(start, tc.num_steps):
       if stop.signum is not None:
@@ -200,15 +212,21 @@ def train_and_evaluate(config, workdir, config_mismatch: str = "error") -> dict:
       state, metrics = step_fn(state, parallel.global_batch(batches(i, my_rows), rows), rng)
       interval.append(metrics)
       done = i + 1
+      if i == start:  # compiled (or read from the cache) on the first call: not training time
+        jax.block_until_ready(metrics)
+        log.info("compiled the training step and ran step %d in %.1f s", done,
+                 time.time() - t_interval)
+        untimed, t_interval = float(metrics["num_tokens"]), time.time()
+        progress.restart(done)
       if done % tc.log_every_steps == 0 or done == tc.num_steps:
         stats = parallel.to_host(interval)
-        record = train_record(stats, done, time.time() - t_interval)
+        record = train_record(stats, done, time.time() - t_interval, untimed)
         if not np.isfinite(record["loss"]):
           raise FloatingPointError(nonfinite_message(stats, done, ckpt, workdir))
         writer.write(record)
         faults.point("train_record", done)
         progress.update(done, record)
-        interval, t_interval = [], time.time()
+        interval, t_interval, untimed = [], time.time(), 0.0
       is_eval = done % config.eval.every_steps == 0 or done == tc.num_steps
       if is_eval:
         dev = _evaluate_and_record(config, model, state.params, dataset, "dev", done, writer,
@@ -232,6 +250,9 @@ def train_and_evaluate(config, workdir, config_mismatch: str = "error") -> dict:
   faults.point("test_record")
   write_outputs(workdir, config, model, results, time.time() - t_start)
   faults.point("outputs")
+  log.info("done at step %d: %s; report: %s", tc.num_steps, "; ".join(
+      f"{split} BLEU {r['metrics']['bleu']:.2f} exact match {r['metrics']['exact_match']:.4f}"
+      for split, r in results.items()), workdir / "report.md")
   writer.close()
   ckpt.close()
   return results

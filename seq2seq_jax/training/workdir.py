@@ -109,6 +109,10 @@ class Progress:
     else:
       log.info(line)
 
+  def restart(self, step: int) -> None:
+    """The rate (and so the ETA) counts from here: after the first step's compilation."""
+    self.start, self.t0 = step, time.time()
+
   def message(self, text: str) -> None:
     if not self.enabled:
       return
@@ -217,4 +221,4 @@ def write_report(workdir: Path, config, model_summary: str, has_attention: bool,
             f"`{results['dev']['signature']['chrf']}`", ""]
   plots = sorted((workdir / "attention").glob("final_*.png")) if has_attention else []
   lines += [f"![attention {p.stem}](attention/{p.name})" for p in plots]
-  (workdir / "report.md").write_text("\n".join(lines) + "\n")
+  write_atomically(workdir / "report.md", "\n".join(lines) + "\n")

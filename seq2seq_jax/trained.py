@@ -1,0 +1,52 @@
+"""A trained run read back from its workdir: config, model, parameters and
+vocabularies (for `translate`, `average` and analysis scripts)."""
+
+import logging
+from pathlib import Path
+
+import jax
+import ml_collections
+import numpy as np
+
+from seq2seq_jax import config_utils, models
+from seq2seq_jax.data.vocab import load_vocab
+from seq2seq_jax.training import checkpoints, optim, step
+
+log = logging.getLogger(__name__)
+
+
+def state_template(config, model):
+  """A training state of the workdir's shapes, for orbax to restore into."""
+  dummy = {"src": np.ones((1, 2), np.int32), "tgt": np.ones((1, 2), np.int32)}
+  return step.init_state(model, optim.optimizer_from_config(config.train),
+                         jax.random.PRNGKey(0), dummy)
+
+
+def load_model(workdir, checkpoint: str = "best"):
+  """The config, model, params and vocabularies of a training workdir.
+
+  Args:
+    workdir: a directory written by `seq2seq_jax.main`.
+    checkpoint: "best" (by dev BLEU), "last", a step number, or "average" (written
+      by `seq2seq_jax.average`).
+
+  Returns:
+    `(config, model, params, src_vocab, tgt_vocab)`.
+  """
+  workdir = Path(workdir)
+  for name in ("config.json", "vocab_src.json", "vocab_tgt.json"):
+    if not (workdir / name).exists():
+      raise ValueError(f"{workdir / name} does not exist: --workdir must be a training "
+                           "workdir (python -m seq2seq_jax.main ... --workdir=DIR)")
+  config = ml_collections.ConfigDict(config_utils.read_saved(workdir / "config.json"))
+  src_vocab, tgt_vocab = load_vocab(workdir / "vocab_src.json"), load_vocab(workdir /
+                                                                            "vocab_tgt.json")
+  model = models.build(config.model, len(src_vocab), len(tgt_vocab))
+  template = state_template(config, model)
+  ckpt = checkpoints.Checkpoints(workdir / "checkpoints", 1, create=False)
+  try:
+    state, meta = ckpt.restore(checkpoint, template)
+  finally:
+    ckpt.close()
+  log.info("loaded %s checkpoint of step %d from %s", checkpoint, meta["step"], workdir)
+  return config, model, state.params, src_vocab, tgt_vocab
