@@ -77,16 +77,7 @@ def _add_to_report(path: Path, steps: list[int], results: dict) -> None:
 
 
 def main(argv) -> None:
-  cli.exit_on_help(argv)
-  try:
-    flags.FLAGS(argv)
-  except flags.Error as e:
-    cli.fail(str(e).splitlines()[0])
-  if not _WORKDIR.value:
-    cli.fail("--workdir is required (--help lists the flags)")
-  logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
-  logging.getLogger("absl").setLevel(logging.WARNING)
-  cli.interrupt_on_sigterm()
+  cli.parse_workdir_flags(argv, _WORKDIR, logging.INFO)
   try:
     steps, results = average(Path(_WORKDIR.value), _LAST.value)
   except KeyboardInterrupt as e:

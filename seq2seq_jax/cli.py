@@ -6,6 +6,7 @@ SEQ2SEQ_JAX_VERBOSE=1 in the environment (which also reaches a sweep's members),
 prints the traceback above it.
 """
 
+import logging
 import os
 from pathlib import Path
 import signal
@@ -123,6 +124,23 @@ def parse_flags(argv, config_flag):
   if config is None or not flags.FLAGS.workdir:
     fail("--config and --workdir are required (--help lists the flags)")
   return config
+
+
+def parse_workdir_flags(argv, workdir_flag, level: int) -> None:
+  """The start of the CLIs over a trained workdir (`translate`, `average`): `--help`,
+  the flags (one line when bad), `--workdir` required, log lines of `level` and up
+  without a prefix, SIGTERM like Ctrl-C."""
+  exit_on_help(argv)
+  try:
+    flags.FLAGS(argv)
+  except flags.Error as e:
+    fail(str(e).splitlines()[0])
+  if not workdir_flag.value:
+    fail("--workdir is required (--help lists the flags)")
+  # force: a library may have configured the root logger already ("WARNING:name:" lines)
+  logging.basicConfig(level=level, format="%(message)s", force=True)
+  logging.getLogger("absl").setLevel(logging.WARNING)
+  interrupt_on_sigterm()
 
 
 def start_processes() -> None:

@@ -234,16 +234,7 @@ def _plot(results, lines, src_vocab, tgt_vocab, directory: Path,
 
 
 def main(argv) -> None:
-  cli.exit_on_help(argv)
-  try:
-    flags.FLAGS(argv)
-  except flags.Error as e:
-    cli.fail(str(e).splitlines()[0])
-  if not _WORKDIR.value:
-    cli.fail("--workdir is required")
-  # force: a library may have configured the root logger already (its "WARNING:name:" format)
-  logging.basicConfig(level=logging.WARNING, format="%(message)s", force=True)
-  cli.interrupt_on_sigterm()
+  cli.parse_workdir_flags(argv, _WORKDIR, logging.WARNING)
   try:
     if _OUTPUT.value:  # before any decoding: a bad path must not cost the translations
       _check_output(Path(_OUTPUT.value))

@@ -31,13 +31,15 @@ def records(workdir):
   return [json.loads(ln) for ln in (workdir / "metrics.jsonl").read_text().splitlines()]
 
 
-@pytest.fixture(scope="module")
+# Session scope and one xdist group: trained once, on one worker, for both tests.
+@pytest.fixture(scope="session")
 def number_words(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("transformer_number_words")
   run("seq2seq_jax.main", f"--config={CONFIG}:quick", f"--workdir={workdir}", *NUMBER_WORDS)
   return workdir
 
 
+@pytest.mark.xdist_group("transformer_number_words")
 def test_quick_transformer_learns_number_words(number_words):
   final = {r["split"]: r for r in records(number_words) if r["step"] == 400 and "bleu" in r}
   assert final["dev"]["exact_match"] >= 0.95
@@ -48,6 +50,7 @@ def test_quick_transformer_learns_number_words(number_words):
   assert "transformer d64 h4 2+2 layers, pre-norm" in (number_words / "report.md").read_text()
 
 
+@pytest.mark.xdist_group("transformer_number_words")
 def test_translate_cli_serves_the_transformer(number_words):
   """Greedy, beam and scoring through the unchanged CLI; the German reference is
   num2words' own spelling."""

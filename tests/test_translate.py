@@ -29,7 +29,8 @@ def quick_config():
   return load_module(CONFIG).get_config("quick")
 
 
-@pytest.fixture(scope="module")
+# Session scope and one xdist group: trained once, on one worker, for its four tests.
+@pytest.fixture(scope="session")
 def trained(tmp_path_factory):
   """The quick default run with beam 3 evaluation, greedy reported too."""
   workdir = tmp_path_factory.mktemp("beam_run")
@@ -51,6 +52,7 @@ def char_bleu(hyps, refs):
   return sacrebleu.corpus_bleu(hyps, [refs], tokenize="char").score
 
 
+@pytest.mark.xdist_group("translate_trained")
 def test_evaluation_reports_beam_and_greedy_as_the_cli_decodes(trained):
   workdir, dev = trained
   records = [json.loads(ln) for ln in (workdir / "metrics.jsonl").read_text().splitlines()]
@@ -67,6 +69,7 @@ def test_evaluation_reports_beam_and_greedy_as_the_cli_decodes(trained):
   assert final["bleu"] > 20  # 90 steps are enough to be far from 0
 
 
+@pytest.mark.xdist_group("translate_trained")
 def test_nbest_scores_are_forced_log_probs(trained, tmp_path):
   """Without a length penalty, each n-best score is log p(output) computed
   again by `--score` (teacher-forced, another code path)."""
@@ -86,6 +89,7 @@ def test_nbest_scores_are_forced_log_probs(trained, tmp_path):
   assert len(list((tmp_path / "att").glob("*.png"))) == len(sources)
 
 
+@pytest.mark.xdist_group("translate_trained")
 def test_translate_errors_name_the_line(trained, tmp_path):
   workdir, _ = trained
   bad = tmp_path / "bad.txt"
@@ -108,6 +112,7 @@ def test_translate_errors_name_the_line(trained, tmp_path):
   assert proc.returncode == 2 and b"must be a training workdir" in proc.stderr
 
 
+@pytest.mark.xdist_group("translate_trained")
 def test_a_workdir_from_before_the_parity_fix_keeps_its_decoder_state(trained, tmp_path):
   """Its config.json has no train.loss_normalization; its `last` handed the decoder the
   encoder's cell state too, so translate must score it as `last_state` does."""
