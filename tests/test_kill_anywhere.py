@@ -87,8 +87,12 @@ def test_killed_at_ten_points_in_turn_each_resumed_ends_as_the_uninterrupted_run
   assert_same_run(workdir, quick_run)
 
 
+# Alone, `restored` is never met (a fresh run restores nothing): `outputs` instead.
+ALONE = [p for p in POINTS if p != "restored"] + ["outputs"]
+
+
 @pytest.mark.slow  # 20 runs; the chained test above meets every point once in 11
-@pytest.mark.parametrize("point", POINTS)
+@pytest.mark.parametrize("point", ALONE)
 def test_killed_at_one_point_and_resumed_ends_as_the_uninterrupted_run(quick_run, tmp_path,
                                                                         point):
   workdir = tmp_path / "run"

@@ -73,13 +73,15 @@ def metrics(workdir) -> list[dict]:
   return [{k: v for k, v in json.loads(ln).items() if k not in TIMING_FIELDS} for ln in lines]
 
 
-def assert_close_metrics(actual, expected, rtol=RTOL):
-  """Same records, losses within `rtol`, the same evaluations' text metrics."""
+def assert_close_metrics(actual, expected, rtol=RTOL, bleu_atol=0.0):
+  """Same records, losses within `rtol`, the same evaluations' BLEU (within
+  `bleu_atol`: 0, the same decoded outputs, unless a caller says why not)."""
   assert [(r["step"], r["split"]) for r in actual] == [(r["step"], r["split"]) for r in expected]
   for a, e in zip(actual, expected):
     np.testing.assert_allclose(a["loss"], e["loss"], rtol=rtol, err_msg=str(e["step"]))
-  # every dev/test line's decoded outputs: BLEU equal (greedy argmax ties are not near)
-  assert [r.get("bleu") for r in actual] == [r.get("bleu") for r in expected]
+  for a, e in zip(actual, expected):
+    if "bleu" in e:
+      assert abs(a["bleu"] - e["bleu"]) <= bleu_atol, (e["step"], e["split"], a["bleu"], e["bleu"])
 
 
 @pytest.fixture(scope="module")
@@ -235,10 +237,13 @@ def test_a_stack_spreads_over_the_members_axis(tmp_path):
   The tolerance is wider than a solo run's: on one CPU device the members are
   `lax.map`ped, on the mesh vmapped, and batched kernels round differently
   (measured at most 4.4e-5 over 60 steps, the member with learning rate 5e-3).
+  With parameters that close, one member's greedy decoding resolves a near tie in
+  one dev sentence the other way (measured: BLEU 38.5905 against 38.5885, one
+  evaluation of one member), so BLEU is held to 0.01, not to equality.
   """
   one = _sweep(tmp_path / "one", 1)
   spread = _sweep(tmp_path / "spread", 4, "--config.mesh.members=2")
   assert [m.name for m in one] == [m.name for m in spread]
   for a, b in zip(spread, one):
     assert json.loads((a / "environment.json").read_text())["mesh"] == {"members": 2, "data": 2}
-    assert_close_metrics(metrics(a), metrics(b), rtol=1e-4)
+    assert_close_metrics(metrics(a), metrics(b), rtol=1e-4, bleu_atol=0.01)
