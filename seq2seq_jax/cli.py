@@ -1,6 +1,6 @@
 """What the command-line entry points share: one-line errors and config flag parsing.
 
-Every CLI (`main`, `sweep`, `translate`, `data`) ends an expected failure with
+Every CLI (`main`, `sweep`, `translate`, `average`, `data`) ends an expected failure with
 `fail`: one `error: ...` line on stderr and a non-zero exit. `--verbose`, or
 SEQ2SEQ_JAX_VERBOSE=1 in the environment (which also reaches a sweep's members),
 prints the traceback above it.
