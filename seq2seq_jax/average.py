@@ -20,6 +20,7 @@ import numpy as np
 
 from seq2seq_jax import cli, data, evaluate, files, trained
 from seq2seq_jax.training import checkpoints
+from seq2seq_jax.training import workdir as workdir_files
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training workdir.")
 _LAST = flags.DEFINE_integer("last", 5, "Average the newest N checkpoints of last/.")
@@ -68,11 +69,7 @@ def _add_to_report(path: Path, steps: list[int], results: dict) -> None:
   text = text.split(f"\n{REPORT_HEADING}")[0].rstrip("\n") + "\n"
   rows = [f"\n{REPORT_HEADING} {len(steps)} checkpoints (steps {', '.join(map(str, steps))})",
           "", "`--checkpoint=average`; the same evaluation as above.", "",
-          "| split | loss | ppl | BLEU | chrF | exact match |", "|---|---|---|---|---|---|"]
-  for split, res in results.items():
-    m = res["metrics"]
-    rows.append(f"| {split} | {m['loss']:.4f} | {m['ppl']:.3f} | {m['bleu']:.2f} | "
-                f"{m['chrf']:.2f} | {m['exact_match']:.4f} |")
+          *workdir_files.metrics_table(results)]
   files.write_atomically(path, text + "\n".join(rows) + "\n")
 
 

@@ -134,7 +134,7 @@ def parse_workdir_flags(argv, workdir_flag, level: int) -> None:
   try:
     flags.FLAGS(argv)
   except flags.Error as e:
-    fail(str(e).splitlines()[0])
+    fail(_flag_error(str(e)))
   if not workdir_flag.value:
     fail("--workdir is required (--help lists the flags)")
   # force: a library may have configured the root logger already ("WARNING:name:" lines)

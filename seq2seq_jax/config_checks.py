@@ -17,10 +17,6 @@ def _int_field(config, field, least: int = 1, meaning: str = ""):
   return value
 
 
-def _positive_int(config, field):
-  return _int_field(config, field)
-
-
 # Counts and limits where 0 means "none" or "no limit", and the synthetic tasks' sizes.
 _NON_NEGATIVE = {"seed": "", "dataset.seed": "", "dataset.max_src_len": " (0 = no limit)",
                  "dataset.max_tgt_len": " (0 = no limit)", "dataset.vocab_size": " (0 = all)",
@@ -47,10 +43,10 @@ def validate(config) -> None:
                      f"{config.train.label_smoothing!r}")
   for field in ("train.num_steps", "train.batch_size", "train.keep_checkpoints",
                 "eval.batch_size", "dataset.dev_size", "dataset.test_size"):
-    _positive_int(config, field)
-  log_every = _positive_int(config, "train.log_every_steps")
+    _int_field(config, field)
+  log_every = _int_field(config, "train.log_every_steps")
   for field in ("train.checkpoint_every_steps", "eval.every_steps"):
-    every = _positive_int(config, field)
+    every = _int_field(config, field)
     if every % log_every:  # exact resume restarts at a logging boundary
       raise ValueError(f"{field}={every} must be a multiple of train.log_every_steps="
                        f"{log_every}")

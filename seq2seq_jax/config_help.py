@@ -6,6 +6,8 @@ import io
 from pathlib import Path
 import tokenize
 
+from seq2seq_jax import config_utils
+
 DEFAULT = Path(__file__).resolve().parent.parent / "configs" / "default.py"
 
 
@@ -56,19 +58,11 @@ def field_comments(path=DEFAULT) -> dict[str, str]:
   return out
 
 
-def _flatten(tree: dict, prefix: str = ""):
-  for key, value in tree.items():
-    if isinstance(value, dict):
-      yield from _flatten(value, f"{prefix}{key}.")
-    else:
-      yield prefix + key, value
-
-
 def describe(config) -> str:
   """One line a field: `model.cell = 'lstm'  # rnn | lstm | gru | ln_lstm`."""
   comments = field_comments()
   rows = []
-  for name, value in _flatten(config.to_dict()):
+  for name, value in config_utils.flatten(config.to_dict()).items():
     comment = comments.get(name)
     rows.append(f"{name} = {value!r}" + (f"  # {comment}" if comment else ""))
   return "\n".join(rows)

@@ -64,10 +64,10 @@ class Checkpoints:
   def save(self, step: int, state, meta: dict, bleu: float | None = None) -> None:
     """Starts the (asynchronous) saves of `step` to `last/` and, with a dev `bleu`,
     `best/`; first checks that the disk has room for them (`disk_full`)."""
-    copies = (step not in self.last.all_steps()) + (bleu is not None)
-    self._check_space(step, state, copies)
+    to_last = step not in self.last.all_steps()
+    self._check_space(step, state, to_last + (bleu is not None))
     with self._disk_full_as_oserror(step):
-      if step not in self.last.all_steps():
+      if to_last:
         self.last.save(step, args=_args(state, meta))
       if bleu is not None:
         self.best.save(step, args=_args(state, meta), metrics={"bleu": bleu})

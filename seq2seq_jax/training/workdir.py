@@ -202,17 +202,23 @@ def load_data(config, workdir: Path) -> data.Dataset:
   return dataset
 
 
+def metrics_table(results: dict) -> list[str]:
+  """The markdown rows of each split's final metrics (report.md, its averaged section)."""
+  rows = ["| split | loss | ppl | BLEU | chrF | exact match |", "|---|---|---|---|---|---|"]
+  for split, res in results.items():
+    m = res["metrics"]
+    rows.append(f"| {split} | {m['loss']:.4f} | {m['ppl']:.3f} | {m['bleu']:.2f} | "
+                f"{m['chrf']:.2f} | {m['exact_match']:.4f} |")
+  return rows
+
+
 def write_report(workdir: Path, config, model_summary: str, has_attention: bool,
                  results: dict, step: int, wall: float) -> None:
   """`report.md`: the final metrics of each split, BLEU by length, the attention maps."""
   lines = [f"# {config.dataset.name}: {model_summary}",
            "", f"Step {step} of {config.train.num_steps}; {wall / 60:.1f} min of training in "
            "this process (see metrics.jsonl for all evaluations).", "",
-           "| split | loss | ppl | BLEU | chrF | exact match |", "|---|---|---|---|---|---|"]
-  for split, res in results.items():
-    m = res["metrics"]
-    lines.append(f"| {split} | {m['loss']:.4f} | {m['ppl']:.3f} | {m['bleu']:.2f} | "
-                 f"{m['chrf']:.2f} | {m['exact_match']:.4f} |")
+           *metrics_table(results)]
   lines += ["", "BLEU by source length (dev):", "", "| source tokens | sentences | BLEU |",
             "|---|---|---|"]
   lines += [f"| {r['bucket']} | {r['n']} | {r['bleu']:.2f} |"
