@@ -64,7 +64,7 @@ SIZES = {
 
 
 def member_config(size: str, seed: int):
-  config = config_utils.load_module(os.path.join(ROOT, "configs", "default.py")).get_config()
+  config = config_utils.load_module(os.path.join(ROOT, "configs", "default.py")).base_config()
   for field, value in SIZES[size]["model"].items():
     config.model[field] = value
   config.seed = seed

@@ -17,7 +17,7 @@ default = config_utils.load_module(Path(__file__).with_name("default.py"))
 
 
 def get_config(arg=None):
-  config = default.get_config()
+  config = default.base_config()
   config.dataset.name = "debian:de-en"
   config.dataset.tokenizer = "sentencepiece"
   config.dataset.vocab_size = 8000

@@ -1,7 +1,8 @@
 """Checking a whole config before any work starts: one `ValueError` naming the first bad field."""
 
 from seq2seq_jax import data, decoding, models
-from seq2seq_jax.training import optim, schedules, step
+from seq2seq_jax.data import synthetic
+from seq2seq_jax.training import early_stopping, optim, schedules, step
 
 
 def _int_field(config, field, least: int = 1, meaning: str = ""):
@@ -31,12 +32,17 @@ def validate(config) -> None:
   if not data.is_dataset_name(config.dataset.name):
     raise ValueError(f"dataset.name={config.dataset.name!r} is not valid; valid datasets: "
                      f"{', '.join(data.dataset_names())}")
+  split = config.dataset.get("number_split", "hash")
+  if split not in synthetic.NUMBER_SPLITS:
+    raise ValueError(f"dataset.number_split={split!r} is not valid; valid: "
+                     f"{', '.join(synthetic.NUMBER_SPLITS)}")
   family_config = models.family_config(config.model, 8, 8)  # checks model.*
   if family_config.needs_joint_vocabulary and not config.dataset.get("joint_vocab", False):
     raise ValueError("model.share_embeddings needs one vocabulary for both sides: set "
                      "dataset.joint_vocab=True")
   schedules.teacher_forcing_from_config(config.train.teacher_forcing)  # checks the schedule
   optim.check(config.train)
+  early_stopping.check(config.train)
   step.check_loss_normalization(config.train.loss_normalization)
   if not 0.0 <= config.train.label_smoothing < 1.0:
     raise ValueError(f"train.label_smoothing must be in [0, 1), got "

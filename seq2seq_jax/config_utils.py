@@ -57,6 +57,7 @@ def make_quick(config, overrides: dict | None = None):
 # read, at configs/default.py's values), a constant learning rate, optax's Adam defaults.
 ADDED_FIELDS = {
     "dataset.joint_vocab": False,
+    "dataset.number_split": "hash",
     "model.family": "rnn",
     "model.d_model": 256,
     "model.num_heads": 4,
@@ -76,6 +77,8 @@ ADDED_FIELDS = {
     "train.adam_b1": 0.9,
     "train.adam_b2": 0.999,
     "train.adam_eps": 1e-8,
+    "train.early_stopping": {"patience": 0, "metric": "bleu", "min_delta": 0.0},
+    "train.init_from": "",
 }
 
 

@@ -8,6 +8,7 @@ detokenized text.
 import dataclasses
 import functools
 import math
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -125,6 +126,22 @@ def bleu_by_length(hyps, refs, src_lengths, tokenize="13a"):
   return rows
 
 
+def exact_match_by_length(hyps, refs, src_lengths):
+  """The fraction of outputs equal to their reference for each source length up
+  to 10 tokens, then in the buckets of `LENGTH_BUCKETS` (a short sentence the
+  model gets wrong is invisible in a corpus mean: issue 17's "seven")."""
+  bounds = [n for n in range(1, 11)] + [b for b in LENGTH_BUCKETS if b > 10]
+  rows, low = [], 1
+  for high in bounds:
+    idx = [i for i, n in enumerate(src_lengths) if low <= n <= high]
+    if idx:
+      label = str(low) if low == high else f"{low}-{high}" if high < 10**9 else f"{low}+"
+      rows.append({"bucket": label, "n": len(idx),
+                   "exact_match": round(float(np.mean([hyps[i] == refs[i] for i in idx])), 4)})
+    low = high + 1
+  return rows
+
+
 def _text_metrics(hyps, refs, char_level: bool) -> tuple[dict, object, object]:
   # Character-level targets (German number words are one word) get character BLEU.
   bleu = sacrebleu.BLEU(tokenize="char" if char_level else "13a")
@@ -143,7 +160,8 @@ def evaluate(model, params, dataset, split: str, cfg_eval, mesh=None) -> dict:
   reported too, as `greedy_bleu`, `greedy_chrf`, `greedy_exact_match`.
 
   Returns:
-    dict with `metrics` (JSON-ready numbers), `bleu_by_length`, `signature`,
+    dict with `metrics` (JSON-ready numbers), `bleu_by_length`,
+    `exact_match_by_length`, `signature`,
     `hypotheses`, `attention` and the source / output tokens of each sentence.
     With a `mesh`, every batch is split over its data axis.
   """
@@ -189,6 +207,7 @@ def _evaluate(model, params, dataset, split, cfg_eval, members, mesh) -> list[di
     results.append({
         "metrics": metrics,
         "bleu_by_length": bleu_by_length(hyps, refs, src_lengths, bleu.tokenizer.signature()),
+        "exact_match_by_length": exact_match_by_length(hyps, refs, src_lengths),
         "signature": {"bleu": str(bleu.get_signature()), "chrf": str(chrf.get_signature())},
         "hypotheses": hyps,
         "output_ids": ids,
@@ -217,12 +236,30 @@ def attention_heads(model, params, src_ids: np.ndarray, out_ids: np.ndarray):
   return np.asarray(heads(src, tgt)[0])
 
 
+# Plots of any corpus' tokens: DejaVu Sans (Latin, Greek, Cyrillic, Arabic, Hebrew),
+# then a CJK font (Debian's fonts-noto-cjk, which `make setup` installs, or the
+# system's own on macOS / Windows); matplotlib takes each glyph from the first
+# font of the list that has it.
+PLOT_FONTS = ("DejaVu Sans", "Noto Sans CJK JP", "Source Han Sans", "Apple SD Gothic Neo",
+              "Hiragino Sans", "PingFang SC", "Malgun Gothic", "Microsoft YaHei")
+FONT_FILES = ("/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
+              "/usr/share/fonts/opentype/noto/NotoSansCJK-Bold.ttc")
+
+
 def _pyplot():
   # Imported here: pyplot adds 0.5 s to every start-up (measured; translate and
   # the sweep driver import this module), and the backend must be set first.
   import matplotlib
   matplotlib.use("Agg")
+  from matplotlib import font_manager
   import matplotlib.pyplot as plt
+  names = {f.name for f in font_manager.fontManager.ttflist}
+  if "Noto Sans CJK JP" not in names:  # installed after matplotlib cached its font list
+    for path in FONT_FILES:
+      if Path(path).exists():
+        font_manager.fontManager.addfont(path)
+    names = {f.name for f in font_manager.fontManager.ttflist}
+  matplotlib.rcParams["font.family"] = [n for n in PLOT_FONTS if n in names] or ["sans-serif"]
   return plt
 
 
@@ -237,7 +274,7 @@ def plot_attention_heads(heads, src_tokens, out_tokens, path, title=""):
   for layer in range(rows):
     for head in range(cols):
       ax = axes[layer, head]
-      ax.imshow(heads[layer, head], cmap="viridis", aspect="auto", vmin=0.0, vmax=1.0)
+      image = ax.imshow(heads[layer, head], cmap="viridis", aspect="auto", vmin=0.0, vmax=1.0)
       ax.set_title(f"layer {layer + 1}, head {head + 1}", fontsize=7)
       bottom, left = layer == rows - 1, head == 0
       ax.set_xticks(range(len(src_tokens)), src_tokens if bottom else [], rotation=90,
@@ -245,7 +282,8 @@ def plot_attention_heads(heads, src_tokens, out_tokens, path, title=""):
       ax.set_yticks(range(len(out_tokens)), out_tokens if left else [], fontsize=5)
   if title:
     fig.suptitle(title, fontsize=9)
-  fig.tight_layout()
+  fig.tight_layout(rect=(0, 0, 0.93, 1))
+  fig.colorbar(image, cax=fig.add_axes((0.945, 0.15, 0.015, 0.7)), label="attention weight")
   fig.savefig(path, dpi=90)
   plt.close(fig)
 
@@ -254,8 +292,9 @@ def plot_attention(weights, src_tokens, out_tokens, path, title=""):
   """Heatmap of `weights [out_len, src_len]` with the tokens on the axes."""
   plt = _pyplot()
   weights = np.asarray(weights)[:len(out_tokens), :len(src_tokens)]
-  fig, ax = plt.subplots(figsize=(1.0 + 0.45 * len(src_tokens), 1.0 + 0.3 * len(out_tokens)))
-  ax.imshow(weights, cmap="viridis", aspect="auto", vmin=0.0, vmax=1.0)
+  fig, ax = plt.subplots(figsize=(2.6 + 0.45 * len(src_tokens), 1.0 + 0.3 * len(out_tokens)))
+  image = ax.imshow(weights, cmap="viridis", aspect="auto", vmin=0.0, vmax=1.0)
+  fig.colorbar(image, ax=ax, label="attention weight", fraction=0.05, pad=0.02)
   ax.set_xticks(range(len(src_tokens)), src_tokens, rotation=60, ha="right")
   ax.set_yticks(range(len(out_tokens)), out_tokens)
   ax.set_xlabel("source")

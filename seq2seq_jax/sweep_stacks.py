@@ -4,9 +4,10 @@
 so a stack's number does not depend on what has run) by `training.stack.stack_key`:
 members that differ only in the fields a stack lets each member choose (seed,
 learning rate and rsqrt warmup, clip norm, label smoothing, teacher-forcing
-schedule) share a group. `--stack=auto` makes each group one stack (the stack's
-process splits it further if the device cannot hold it), `--stack=K` cuts groups
-into stacks of at most K, `--stack=1` is one process per member.
+schedule) share a group; a member with early stopping or a warm start trains
+alone (`stack.trains_alone`). `--stack=auto` makes each group one stack (the stack's process
+splits it further if the device cannot hold it), `--stack=K` cuts groups into
+stacks of at most K, `--stack=1` is one process per member.
 """
 
 import ctypes
@@ -47,9 +48,12 @@ def plan(members: list, size: int | None) -> list[list]:
   if size == 1:
     return [[m] for m in members]
   groups: dict[str, list] = {}
-  for m in members:
-    groups.setdefault(stack.stack_key(m.config), []).append(m)
   stacks = []
+  for m in members:
+    if stack.trains_alone(m.config):  # early stopping, warm start: a process of its own
+      stacks.append([m])
+    else:
+      groups.setdefault(stack.stack_key(m.config), []).append(m)
   for group in groups.values():
     step = len(group) if size is None else size
     stacks += [group[i:i + step] for i in range(0, len(group), step)]

@@ -126,6 +126,7 @@ def test_a_damaged_workdir_file_is_one_line_naming_it(quick_run, tmp_path, name)
   message with no file named."""
   workdir = tmp_path / "run"
   shutil.copytree(quick_run, workdir)
+  (workdir / "finished.json").unlink()  # a kill or a full disk: the run did not finish
   path = workdir / name
   path.write_bytes(path.read_bytes()[:path.stat().st_size // 2])
   before = _snapshot(workdir)

@@ -72,11 +72,13 @@ def test_translate_warns_of_words_outside_the_vocabulary(quick_run):
 
 
 def test_a_run_ends_with_its_dev_and_test_metrics_and_the_report_path(quick_run, tmp_path):
-  """A rerun of the finished quick run: its last line, against metrics.jsonl."""
+  """The quick run resumed after its last checkpoint (stopped before it wrote
+  finished.json): its last line, against metrics.jsonl."""
   import json
   import shutil
   workdir = tmp_path / "run"
   shutil.copytree(quick_run, workdir)
+  (workdir / "finished.json").unlink()
   proc = _run("main", f"--config={ROOT / 'configs' / 'default.py'}:quick", f"--workdir={workdir}")
   assert proc.returncode == 0, proc.stderr
   final = {}

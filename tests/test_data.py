@@ -16,15 +16,51 @@ def dataset_config(**overrides):
   return cfg
 
 
+def test_num2words_by_length_has_every_length_in_every_split():
+  """The default split: dev and test stratified by source words, the small numbers
+  (below 100 of 10,000: the lowest 1%) in training and repeated to a quarter of it."""
+  from num2words import num2words
+  cfg = dataset_config(max_number=9999, dev_size=300, test_size=300)
+  assert cfg.number_split == "by_length"
+  texts = data.load(cfg).texts
+  number = {num2words(n, lang="en"): n for n in range(10_000)}
+  lengths = {split: [len(tokenize(s, "word")) for s, _ in texts[split]] for split in data.SPLITS}
+  every = sorted({len(tokenize(num2words(n, lang="en"), "word")) for n in range(10_000)})
+  for split in data.SPLITS:
+    assert sorted(set(lengths[split])) == every, split
+  assert len(texts["dev"]) == len(texts["test"]) == 300
+  dev, test = ({s for s, _ in texts[split]} for split in ("dev", "test"))
+  assert not dev & test
+  train = [number[s] for s, _ in texts["train"]]
+  assert set(range(100)) <= set(train)  # every small number is trained on ...
+  assert 0.24 < sum(n < 100 for n in train) / len(train) < 0.26  # ... as a quarter of it
+  held = {number[s] for s in dev | test}
+  assert not {n for n in held if n >= 100} & set(train)  # the others are held out
+  assert set(range(100, 10_000)) - held <= set(train)  # and all the rest trained on
+  # Each length: an equal share of the 600 held out, or all it can give (the small
+  # numbers of the length and half of the others) when that is less.
+  words = {n: len(tokenize(num2words(n, lang="en"), "word")) for n in range(10_000)}
+  can_give = {length: sum(1 for n in range(100) if words[n] == length) +
+              sum(1 for n in range(100, 10_000) if words[n] == length) // 2 for length in every}
+  held_by_length = {length: lengths["dev"].count(length) + lengths["test"].count(length)
+                    for length in every}
+  top = max(held_by_length.values())
+  for length, count in held_by_length.items():
+    assert count >= top - 2 or count == can_give[length], (length, held_by_length, can_give)
+  for s, t in texts["dev"]:
+    assert t == num2words(number[s], lang="de")
+
+
 def test_num2words_pairs_and_split():
-  ds = data.load(dataset_config(max_number=999, dev_size=50, test_size=50))
+  ds = data.load(dataset_config(max_number=999, dev_size=50, test_size=50, number_split="hash"))
   assert sum(len(ds.texts[s]) for s in data.SPLITS) == 1000
   assert len(ds.texts["dev"]) == len(ds.texts["test"]) == 50
   sources = [s for split in data.SPLITS for s, _ in ds.texts[split]]
   assert len(set(sources)) == 1000  # every number once, no overlap between splits
   pairs = dict(p for split in data.SPLITS for p in ds.texts[split])
   assert pairs["three hundred and forty-two"] == "dreihundertzweiundvierzig"
-  again = data.load(dataset_config(max_number=999, dev_size=50, test_size=50))
+  again = data.load(dataset_config(max_number=999, dev_size=50, test_size=50,
+                                   number_split="hash"))
   assert again.texts == ds.texts  # deterministic
   src, tgt = ds.arrays["dev"]
   for row_src, row_tgt, (s, t) in zip(src, tgt, ds.texts["dev"]):
@@ -129,3 +165,31 @@ def test_sentencepiece_round_trip_and_special_ids(tmp_path):
   path = tmp_path / "vocab.json"
   vocab.save(path)
   assert load_vocab(path).encode(texts[0]) == vocab.encode(texts[0])
+
+
+def test_data_stats_reads_a_compressed_corpus_and_the_configured_tokenizer(tmp_path):
+  """Before: the origin column of a .gz corpus came out as `(- N)` (read as plain
+  text) and lengths were in words whatever the tokenizer."""
+  import gzip
+  import subprocess
+  import sys
+  rows = [(f"das ist satz {i}", f"this is sentence {i}", "bookworm" if i % 3 else "trixie")
+          for i in range(3000)]
+  path = tmp_path / "corpus.tsv.gz"
+  with gzip.open(path, "wt", encoding="utf-8") as f:
+    f.writelines("\t".join(r) + "\n" for r in rows)
+  proc = subprocess.run([sys.executable, "-m", "seq2seq_jax.data", "stats", f"tsv:{path}",
+                         "--tokenizer=char"], capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr
+  lines = proc.stdout.splitlines()
+  train = next(ln for ln in lines if ln.startswith("train:"))
+  n_train = int(train.split()[1])
+  # every pair's origin is known: the counts add up to the split, none is "-"
+  counts = dict(part.rsplit(" ", 1) for part in train[train.index("(") + 1:-1].split(", "))
+  assert set(counts) == {"bookworm", "trixie"} and sum(map(int, counts.values())) == n_train
+  source = lines[lines.index(train) + 1]
+  # characters: "das ist satz 1234" has 16 or 17; the longest is "das ist satz 2999"
+  assert "char vocabulary" in source and "max 17;" in source, source
+  assert "<unk> 0.00% of tokens" in source
+  dev_source = lines[[i for i, ln in enumerate(lines) if ln.startswith("dev:")][0] + 1]
+  assert "<unk>" in dev_source

@@ -67,7 +67,8 @@ def test_4_translate_checks_its_output_path_before_decoding(finished, tmp_path):
 def test_5_a_torn_last_metrics_line_is_dropped_on_resume(finished, tmp_path):
   workdir = tmp_path / "torn"
   shutil.copytree(finished, workdir)
-  for path in (workdir / "checkpoints" / "last").iterdir():  # stopped after checkpoint 40 ...
+  (workdir / "finished.json").unlink()  # the run did not finish ...
+  for path in (workdir / "checkpoints" / "last").iterdir():  # ... it stopped after checkpoint 40
     if int(path.name) > 40:
       shutil.rmtree(path)
   shutil.rmtree(workdir / "checkpoints" / "best")
@@ -84,6 +85,7 @@ def test_5_a_torn_last_metrics_line_is_dropped_on_resume(finished, tmp_path):
 def test_a_damaged_metrics_line_before_the_last_is_one_error_line(finished, tmp_path):
   workdir = tmp_path / "damaged"
   shutil.copytree(finished, workdir)
+  (workdir / "finished.json").unlink()  # a run to resume (a finished one reads nothing)
   lines = (workdir / "metrics.jsonl").read_text().splitlines()
   lines[1] = lines[1][:10]
   (workdir / "metrics.jsonl").write_text("".join(ln + "\n" for ln in lines))
@@ -95,6 +97,7 @@ def test_1_a_run_stopped_between_the_final_saves_repairs_best(finished, tmp_path
   workdir = tmp_path / "between"
   shutil.copytree(finished, workdir)
   best = workdir / "checkpoints" / "best"
+  (workdir / "finished.json").unlink()  # written last: the run did not get there
   shutil.rmtree(best / "60")  # killed after last/60, while best/60 was being written
   (best / "60.orbax-checkpoint-tmp-1").mkdir()
   proc = run("main", QUICK, f"--workdir={workdir}")
@@ -107,6 +110,7 @@ def test_1_a_run_stopped_between_the_final_saves_repairs_best(finished, tmp_path
 def test_2_an_unreadable_newest_checkpoint_is_moved_aside_and_written_afresh(finished, tmp_path):
   workdir = tmp_path / "unreadable"
   shutil.copytree(finished, workdir)
+  (workdir / "finished.json").unlink()  # killed while saving step 60: not finished
   for f in (workdir / "checkpoints" / "last" / "60" / "state").rglob("*"):
     if f.is_file() and f.stat().st_size > 0:
       f.write_bytes(b"garbage")

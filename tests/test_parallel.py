@@ -113,6 +113,7 @@ def test_four_devices_train_like_one(one_device, four_devices):
 def _rewind(source: Path, target: Path, step: int) -> None:
   """A copy of a finished run as if it had been stopped after checkpoint `step`."""
   shutil.copytree(source, target)
+  (target / "finished.json").unlink()  # stopped at `step`: not finished
   for path in (target / "checkpoints" / "last").iterdir():
     if int(path.name) > step:
       shutil.rmtree(path)

@@ -14,6 +14,7 @@ import orbax.checkpoint as ocp
 import pytest
 import sacrebleu
 
+from seq2seq_jax.data.vocab import tokenize
 from seq2seq_jax.training.workdir import TIMING_FIELDS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -87,17 +88,24 @@ def test_quick_run_leaves_a_complete_workdir(uninterrupted):
   # The logged BLEU and exact match are those of the written predictions (sacrebleu again).
   hyps = (w / "predictions_dev.txt").read_text(encoding="utf-8").splitlines()
   final_dev = [r for r in records if r["split"] == "dev"][-1]
-  import hashlib
-
+  import ml_collections
   from num2words import num2words  # the dev references, rebuilt independently
-  pairs = sorted(((num2words(n, lang="en"), num2words(n, lang="de")) for n in range(1000)),
-                 key=lambda p: hashlib.sha1(p[0].encode()).hexdigest())[:100]
-  refs = [t for _, t in pairs]
+
+  from seq2seq_jax import data
+  german = {num2words(n, lang="en"): num2words(n, lang="de") for n in range(1000)}
+  sources = [s for s, _ in data.load(ml_collections.ConfigDict(config["dataset"])).texts["dev"]]
+  refs = [german[s] for s in sources]
   assert len(hyps) == 100
   np.testing.assert_allclose(final_dev["bleu"],
                              sacrebleu.corpus_bleu(hyps, [refs], tokenize="char").score)
   np.testing.assert_allclose(final_dev["exact_match"], np.mean([h == r for h, r in
                                                                 zip(hyps, refs)]))
+  by_length = final_dev["exact_match_by_length"]  # by source words, one row a length
+  words = [len(tokenize(s, "word")) for s in sources]
+  assert [row["n"] for row in by_length] == [words.count(n) for n in sorted(set(words))]
+  for row in by_length:
+    same = [h == r for h, r, n in zip(hyps, refs, words) if str(n) == row["bucket"]]
+    np.testing.assert_allclose(row["exact_match"], np.mean(same), atol=5e-5)
   assert list((w / "tensorboard").glob("events.out.tfevents.*"))
   # every 20 steps and at each evaluation (30, 60), the last 3 kept
   assert sorted(p.name for p in (w / "checkpoints" / "last").iterdir()) == ["30", "40", "60"]

@@ -150,6 +150,8 @@ def test_members_that_change_shapes_or_code_paths_are_refused_in_one_stack():
   assert stack.stack_key(_member(base, seed=5, train__learning_rate=1.0)) == \
       stack.stack_key(configs[0])
   assert stack.stack_key(_member(base, train__clip_norm=0.0)) != stack.stack_key(configs[0])
+  with pytest.raises(ValueError, match="train.early_stopping.patience > 0"):
+    stack_run.check_stackable([_member(base, train__early_stopping__patience=2)] * 2)
 
 
 # ----- stacked sweeps -----
@@ -291,6 +293,9 @@ def test_stack_option_plans_the_stacks(tmp_path):
   assert stacks() == ["stack 0"] * 4
   assert stacks("--stack=3") == ["stack 0"] * 3 + ["stack 1"]
   assert stacks("--stack=1") == [f"stack {j}" for j in range(4)]
+  # members that may stop at their own step, or start from another run, train alone
+  assert stacks("--config.train.early_stopping.patience=2") == [f"stack {j}" for j in range(4)]
+  assert stacks(f"--config.train.init_from={tmp_path}") == [f"stack {j}" for j in range(4)]
   proc = run_sweep(tmp_path, "--stack=0", arg="")
   assert proc.returncode == 2
   assert proc.stderr.strip() == "error: --stack must be auto or a number >= 1, got '0'"

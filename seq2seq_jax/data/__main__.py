@@ -2,13 +2,14 @@
 
 import argparse
 import logging
+from pathlib import Path
 
 import ml_collections
 import numpy as np
 
 from seq2seq_jax import cli, data
-from seq2seq_jax.data import debian
-from seq2seq_jax.data.vocab import tokenize
+from seq2seq_jax.data import debian, tsv
+from seq2seq_jax.tokens import UNK_ID
 
 
 def main(argv=None) -> None:
@@ -26,6 +27,14 @@ def _main(argv=None) -> None:
   parser = argparse.ArgumentParser(prog="python -m seq2seq_jax.data")
   parser.add_argument("command", choices=("prepare", "stats"))
   parser.add_argument("name", help="dataset name, e.g. debian:de-en, tsv:PATH, num2words_en_de")
+  parser.add_argument("--tokenizer", default="", choices=("", "word", "char", "sentencepiece"),
+                      help="stats: the tokenizer training would use (dataset.tokenizer; "
+                      "default: the dataset's own)")
+  parser.add_argument("--vocab_size", type=int, default=0,
+                      help="stats: dataset.vocab_size (word: the N most frequent, 0 = all; "
+                      "sentencepiece: the model's size, needed)")
+  parser.add_argument("--spm_model_type", default="unigram", choices=("unigram", "bpe"),
+                      help="stats: dataset.spm_model_type")
   parser.add_argument("--verbose", action="store_true",
                       help=f"print the traceback above an error line (also: {cli.VERBOSE_ENV}=1)")
   args = parser.parse_args(argv)
@@ -41,24 +50,36 @@ def _main(argv=None) -> None:
     return
   cfg = ml_collections.ConfigDict(dict(name=args.name, dev_size=1000, test_size=1000,
                                       max_number=99_999, train_size=20_000, seed=0,
-                                      num_symbols=10, min_length=3, max_length=10, max_digits=3))
-  texts, src_kind, tgt_kind = data.load_texts(cfg)
+                                      num_symbols=10, min_length=3, max_length=10, max_digits=3,
+                                      number_split="by_length", tokenizer=args.tokenizer,
+                                      vocab_size=args.vocab_size,
+                                      spm_model_type=args.spm_model_type, joint_vocab=False,
+                                      max_src_len=0, max_tgt_len=0,  # the whole corpus
+                                      data_dir="~/tensorflow_datasets", download=True))
+  dataset = data.load(cfg)  # the vocabularies training would build from these flags
   origin = _origins(args.name)
   for split in data.SPLITS:
-    pairs = texts[split]
+    pairs = dataset.texts[split]
     counts = {}
     for pair in pairs:
       counts[origin.get(pair, "-")] = counts.get(origin.get(pair, "-"), 0) + 1
     by_source = ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) if origin else ""
     print(f"{split}: {len(pairs)} pairs" + (f" ({by_source})" if by_source else ""))
-    for side, kind, idx in (("source", src_kind, 0), ("target", tgt_kind, 1)):
-      lengths = np.array([len(tokenize(p[idx], kind)) for p in pairs])
-      q = np.percentile(lengths, [50, 90, 99, 100]).astype(int)
-      vocab = len({t for p in pairs for t in tokenize(p[idx], kind)})
-      print(f"  {side} ({kind}): length p50 {q[0]} p90 {q[1]} p99 {q[2]} max {q[3]}; "
-            f"{vocab} distinct tokens")
-  for src, tgt in texts["train"][:3]:
+    for side, vocab, idx in (("source", dataset.src_vocab, 0), ("target", dataset.tgt_vocab, 1)):
+      print(f"  {side}: {token_stats([vocab.encode(p[idx]) for p in pairs], vocab)}")
+  for src, tgt in dataset.texts["train"][:3]:
     print(f"  example: {src}  |||  {tgt}")
+
+
+def token_stats(encoded: list[list[int]], vocab) -> str:
+  """Lengths in the vocabulary's tokens, distinct tokens and the `<unk>` rate."""
+  lengths = np.array([len(ids) for ids in encoded])
+  q = np.percentile(lengths, [50, 90, 99, 100]).astype(int)
+  ids = np.concatenate([np.asarray(x, np.int64) for x in encoded] or [np.zeros(0, np.int64)])
+  unk = float(np.mean(ids == UNK_ID)) if ids.size else 0.0
+  return (f"{len(vocab)}-token {vocab.kind} vocabulary: length p50 {q[0]} p90 {q[1]} p99 "
+          f"{q[2]} max {q[3]}; {len(np.unique(ids))} distinct tokens; <unk> {100 * unk:.2f}% "
+          "of tokens")
 
 
 def _origins(name: str) -> dict:
@@ -67,9 +88,9 @@ def _origins(name: str) -> dict:
   if path is None:
     return {}
   out = {}
-  with open(path, encoding="utf-8", errors="replace") as f:
-    for line in f:
-      cols = line.rstrip("\n").split("\t")
+  with tsv.open_corpus(Path(path)) as f:  # bytes, decompressed as the corpus reader does
+    for raw in f:
+      cols = raw.decode("utf-8", errors="replace").rstrip("\r\n").split("\t")
       if len(cols) >= 3:
         out[(cols[0].strip(), cols[1].strip())] = cols[2]
   return out

@@ -16,7 +16,8 @@ log = logging.getLogger(__name__)
 SHOW = 5  # bad lines quoted in the report
 
 
-def _open(path: Path):
+def open_corpus(path: Path):
+  """A corpus file for reading bytes, decompressed by its suffix (.gz, .xz, .bz2)."""
   opener = {".gz": gzip.open, ".xz": lzma.open, ".bz2": bz2.open}.get(path.suffix, open)
   return opener(path, "rb")
 
@@ -28,7 +29,7 @@ def read_pairs(path) -> tuple[list[tuple[str, str]], dict]:
     raise FileNotFoundError(f"dataset.name=tsv:{path}: the file {path} does not exist; give "
                             "a TSV corpus (source<TAB>target a line, .gz/.xz/.bz2 allowed)")
   pairs, bad = [], {}
-  with _open(path) as f:
+  with open_corpus(path) as f:
     for number, raw in enumerate(f, 1):
       try:
         line = raw.decode("utf-8").rstrip("\r\n")

@@ -1,4 +1,5 @@
-"""Orbax checkpoints of a run: the last N under `last/`, the best by dev BLEU under `best/`."""
+"""Orbax checkpoints of a run: the last N under `last/`, the best by dev BLEU (or by the
+early-stopping metric, when early stopping is on) under `best/`."""
 
 import contextlib
 import errno
@@ -40,8 +41,13 @@ def _args(state, meta, restore=False):
 class Checkpoints:
   """Saves `(state, meta)` pairs; `meta` is JSON (the step, the data position)."""
 
-  def __init__(self, directory: Path, keep: int, create: bool = True):
+  def __init__(self, directory: Path, keep: int, create: bool = True, best_metric: str = "bleu",
+               higher_is_better: bool = True):
     self.directory = Path(directory).resolve()  # orbax wants absolute paths
+    self.best_metric = best_metric
+    # A best/ checkpoint saved under another metric (the run's early stopping was
+    # changed) ranks last: the first one under this metric replaces it.
+    worst = float("-inf") if higher_is_better else float("inf")
     if not create and not (self.directory / "last").is_dir():
       raise CheckpointError(f"no checkpoints in {self.directory}")
     names = ("state", "meta")
@@ -56,21 +62,22 @@ class Checkpoints:
     self.best = ocp.CheckpointManager(
         self.directory / "best", item_names=names,
         options=ocp.CheckpointManagerOptions(
-            max_to_keep=1, create=create, best_mode="max", cleanup_tmp_directories=create,
-            best_fn=lambda metrics: metrics["bleu"],
+            max_to_keep=1, create=create, best_mode="max" if higher_is_better else "min",
+            cleanup_tmp_directories=create,
+            best_fn=lambda metrics: metrics.get(best_metric, worst),
             multiprocessing_options=ocp.options.MultiprocessingOptions(
                 barrier_sync_key_prefix="best")))
 
-  def save(self, step: int, state, meta: dict, bleu: float | None = None) -> None:
-    """Starts the (asynchronous) saves of `step` to `last/` and, with a dev `bleu`,
-    `best/`; first checks that the disk has room for them (`disk_full`)."""
+  def save(self, step: int, state, meta: dict, score: float | None = None) -> None:
+    """Starts the (asynchronous) saves of `step` to `last/` and, with its dev `score`
+    (of `best_metric`), `best/`; first checks that the disk has room for them."""
     to_last = step not in self.last.all_steps()
-    self._check_space(step, state, to_last + (bleu is not None))
+    self._check_space(step, state, to_last + (score is not None))
     with self._disk_full_as_oserror(step):
       if to_last:
         self.last.save(step, args=_args(state, meta))
-      if bleu is not None:
-        self.best.save(step, args=_args(state, meta), metrics={"bleu": bleu})
+      if score is not None:
+        self.best.save(step, args=_args(state, meta), metrics={self.best_metric: score})
 
   def _check_space(self, step: int, state, copies: int) -> None:
     """A full disk found before a save, not in the middle of orbax's threads (whose
@@ -97,13 +104,13 @@ class Checkpoints:
       raise OSError(errno.ENOSPC, disk_full(self.directory, self.last.latest_step(),
                                             f"writing checkpoint {step} failed")) from None
 
-  def repair_best(self, step: int, state, meta: dict, bleu: float) -> None:
+  def repair_best(self, step: int, state, meta: dict, score: float) -> None:
     """Offers evaluation step `step`, just resumed from `last/`, to `best/` again:
     a run stopped between an evaluation's two saves has it in `last/` only."""
     if step not in self.best.all_steps():
       log.warning("checkpoint %d is in last/ but was never offered to best/ (the run was "
                   "stopped between the two saves); saving it there now", step)
-      self.best.save(step, args=_args(state, meta), metrics={"bleu": bleu})
+      self.best.save(step, args=_args(state, meta), metrics={self.best_metric: score})
 
   def _move_aside(self, step: int) -> Path:
     """Moves the unreadable `last/<step>` to `damaged/last-<step>`, out of orbax's

@@ -3,6 +3,7 @@
 import logging
 import math
 from pathlib import Path
+import shutil
 import signal
 import threading
 import time
@@ -13,7 +14,16 @@ import numpy as np
 from seq2seq_jax import config_checks, data, evaluate, models
 from seq2seq_jax.files import write_atomically
 from seq2seq_jax.tokens import EOS_ID, PAD_ID
-from seq2seq_jax.training import checkpoints, faults, optim, parallel, schedules, step
+from seq2seq_jax.training import (
+  checkpoints,
+  early_stopping,
+  faults,
+  optim,
+  parallel,
+  schedules,
+  step,
+  warm_start,
+)
 from seq2seq_jax.training import workdir as workdir_files
 
 log = logging.getLogger(__name__)
@@ -31,7 +41,8 @@ def record_evaluation(config, model, params, dataset, split, step_number, writer
                       plots_prefix, result):
   """Writes an evaluation `result` of `params` to metrics.jsonl, with its attention plots."""
   record = {"step": step_number, "split": split, **result["metrics"],
-            "bleu_by_length": result["bleu_by_length"]}
+            "bleu_by_length": result["bleu_by_length"],
+            "exact_match_by_length": result["exact_match_by_length"]}
   writer.write(record)
   if (result["attention"] is not None and config.eval.num_attention_plots
       and parallel.is_primary()):
@@ -42,7 +53,10 @@ def record_evaluation(config, model, params, dataset, split, step_number, writer
       out_tokens = dataset.tgt_vocab.tokens(result["output_ids"][i]) + ["<eos>"]
       evaluate.plot_attention(result["attention"][i], src_tokens, out_tokens,
                               workdir / "attention" / f"{plots_prefix}_{i}.png",
-                              title=f"step {step_number}: {result['hypotheses'][i]}")
+                              title=f"step {step_number}, model output: "
+                              f"{result['hypotheses'][i]}")
+      writer.add_image(f"{split}/attention/{i}",
+                       workdir / "attention" / f"{plots_prefix}_{i}.png", step_number)
     if plots_prefix.startswith("final"):  # every head of a multi-head model, once
       _plot_heads(model, params, dataset, split, result, workdir / "attention" /
                   f"{plots_prefix}_heads.png", step_number)
@@ -60,7 +74,7 @@ def _plot_heads(model, params, dataset, split, result, path, step_number):
   if heads is not None:
     evaluate.plot_attention_heads(
         heads, dataset.src_vocab.tokens(src_ids), dataset.tgt_vocab.tokens(out_ids) + ["<eos>"],
-        path, title=f"step {step_number}: {result['hypotheses'][0]}")
+        path, title=f"step {step_number}, model output: {result['hypotheses'][0]}")
 
 
 def train_record(stats: list[dict], done: int, seconds: float, untimed_tokens: float = 0.0
@@ -93,16 +107,28 @@ def nonfinite_message(stats: list[dict], done: int, ckpt, workdir: Path,
            if saved is not None else "no checkpoint was saved before it"))
 
 
-def write_outputs(workdir: Path, config, model, results: dict, wall: float) -> None:
-  """The predictions of each split and `report.md`, at the end of a run (by the
-  primary process)."""
+def write_outputs(workdir: Path, config, model, results: dict, wall: float,
+                  ending: dict | None = None) -> None:
+  """The predictions of each split, `report.md` and `finished.json`, at the end of
+  a run (by the primary process). `ending`: `step` (where training ended),
+  `model_step` (the step of the model evaluated) and `reason`; default: num_steps."""
   if not parallel.is_primary():
     return
+  steps = config.train.num_steps
+  ending = ending or {"step": steps, "model_step": steps, "reason": "num_steps"}
   for split, result in results.items():
     write_atomically(workdir / f"predictions_{split}.txt",
                      "".join(h + "\n" for h in result["hypotheses"]))
   workdir_files.write_report(workdir, config, model.config.summary, model.has_attention,
-                             results, config.train.num_steps, wall)
+                             results, ending["model_step"], wall,
+                             "" if ending["reason"] == "num_steps" else ending["reason"])
+  early_stopping.write_finished(workdir, ending, results)
+
+
+def _plots_as_final(workdir: Path, step_number: int) -> None:
+  """The dev plots of an early-stopped run's best step are its `final_dev` ones."""
+  for path in sorted((workdir / "attention").glob(f"{step_number:07d}_*.png")):
+    shutil.copyfile(path, path.with_name("final_dev" + path.name[7:]))
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -154,16 +180,24 @@ def train_and_evaluate(config, workdir, config_mismatch: str = "error") -> dict:
   devices = parallel.describe(mesh)
   log.info("devices: %s", parallel.summary(devices))  # the first line of a run's log
   workdir_files.check_config(config, workdir, config_mismatch)
+  finished = early_stopping.read_finished(config, workdir)
+  if finished is not None:  # a rerun of the same command: nothing left to do
+    log.info("%s finished at step %d (%s); nothing to do; report: %s", workdir,
+             finished["step"], finished["reason"], workdir / "report.md")
+    return {split: {"metrics": finished[split]} for split in ("dev", "test")}
   t_load = time.time()
+  warm = None
+  if tc.get("init_from", "") and not any((workdir / "checkpoints" / "last").glob("[0-9]*")):
+    warm = warm_start.WarmStart(tc.init_from)  # a resumed run restores its own checkpoints
+    warm.check_vocabularies(workdir)
+    log.info("warm start from %s (%s checkpoint), with its vocabularies", warm.directory,
+             warm.checkpoint)
   log.info("loading %s (and the vocabularies) ...", config.dataset.name)
-  dataset = workdir_files.load_data(config, workdir)
+  dataset = workdir_files.load_data(config, workdir, warm and (warm.src_vocab, warm.tgt_vocab))
   log.info("loaded %d training pairs in %.1f s; vocabularies: %d source, %d target tokens",
            len(dataset.arrays["train"][0]), time.time() - t_load, len(dataset.src_vocab),
            len(dataset.tgt_vocab))
   faults.point("loaded")
-  workdir_files.prepare(config, workdir, config_mismatch, devices)
-  faults.point("prepared")
-  log.info("config (also %s):\n%s", workdir / "config.json", config)  # after the data's errors
   model = models.build(config.model, len(dataset.src_vocab), len(dataset.tgt_vocab))
   tx = optim.optimizer_from_config(tc)
   batches = data.TrainBatches(*dataset.arrays["train"], tc.batch_size, config.seed,
@@ -175,9 +209,21 @@ def train_and_evaluate(config, workdir, config_mismatch: str = "error") -> dict:
                                          batches(0)), replicated)
   log.info("initialised the model (%s parameters) in %.1f s; compiling the training step ...",
            f"{sum(x.size for x in jax.tree.leaves(state.params)):,}", time.time() - t_init)
-  ckpt = checkpoints.Checkpoints(workdir / "checkpoints", tc.keep_checkpoints)
+  # best/ keeps the best by dev BLEU, or, stopping early, the stopper's best model
+  stopping = early_stopping.settings(tc)["patience"] > 0
+  best_metric = early_stopping.settings(tc)["metric"] if stopping else "bleu"
+  ckpt = checkpoints.Checkpoints(workdir / "checkpoints", tc.keep_checkpoints,
+                                 best_metric=best_metric,
+                                 higher_is_better=early_stopping.HIGHER_IS_BETTER[best_metric])
   restored = ckpt.restore_latest(state)
   start = 0
+  if restored is None and warm is not None:  # a fresh run: the other run's params, step 0
+    state = jax.device_put(warm.into(state, tx), replicated)
+  # After the data's and the warm start's errors: a failed start leaves no config.json
+  # to refuse the corrected command.
+  workdir_files.prepare(config, workdir, config_mismatch, devices)
+  faults.point("prepared")
+  log.info("config (also %s):\n%s", workdir / "config.json", config)
   if restored is not None:
     state, meta = restored
     start = int(meta["step"])
@@ -187,10 +233,12 @@ def train_and_evaluate(config, workdir, config_mismatch: str = "error") -> dict:
     log.info("resumed from %s at step %d", workdir / "checkpoints", start)
     faults.point("restored")
   writer = workdir_files.MetricWriter(workdir, start)
+  stopper = early_stopping.EarlyStopping(tc, writer.kept)  # its count, as the resumed run left it
+  end = start if stopper.should_stop else tc.num_steps
   if restored is not None and (start % config.eval.every_steps == 0 or start == tc.num_steps):
-    bleu = writer.dev_bleu(start)
-    if bleu is not None:
-      ckpt.repair_best(start, state, {"step": start, "data_position": start}, bleu)
+    score = writer.dev_metric(start, best_metric)
+    if score is not None and (not stopping or stopper.best_step == start):
+      ckpt.repair_best(start, state, {"step": start, "data_position": start}, score)
   step_fn = jax.jit(step.make_train_step(
       model, tx, schedules.teacher_forcing_from_config(tc.teacher_forcing), tc.label_smoothing,
       loss_normalization=tc.loss_normalization,
@@ -202,7 +250,7 @@ def train_and_evaluate(config, workdir, config_mismatch: str = "error") -> dict:
   t_start, interval, t_interval = time.time(), [], time.time()
   dev, untimed = None, 0.0
   with StopSignals() as stop:  # Ctrl-C and SIGTERM end the run at a step boundary
-    for i in range(start, tc.num_steps):
+    for i in range(start, end):
       if stop.signum is not None:
         ckpt.wait()  # a save in flight completes; then the process may end
         saved = ckpt.last.latest_step()
@@ -228,29 +276,47 @@ def train_and_evaluate(config, workdir, config_mismatch: str = "error") -> dict:
         progress.update(done, record)
         interval, t_interval, untimed = [], time.time(), 0.0
       is_eval = done % config.eval.every_steps == 0 or done == tc.num_steps
+      should_stop = offer_best = False
       if is_eval:
         dev = _evaluate_and_record(config, model, state.params, dataset, "dev", done, writer,
                                    workdir, "final_dev" if done == tc.num_steps else f"{done:07d}",
                                    mesh)
         faults.point("dev_record", done)
         m = dev["metrics"]
+        worst = min(dev["exact_match_by_length"], key=lambda r: r["exact_match"])
         progress.message(f"step {done}: dev loss {m['loss']:.4f} BLEU {m['bleu']:.2f} "
-                         f"chrF {m['chrf']:.2f} exact match {m['exact_match']:.4f}")
+                         f"chrF {m['chrf']:.2f} exact match {m['exact_match']:.4f} (lowest "
+                         f"by source length: {worst['exact_match']:.4f} at {worst['bucket']})")
+        should_stop = stopper.update(done, m)
+        offer_best = not stopping or stopper.best_step == done  # only improvements count
       if is_eval or done % tc.checkpoint_every_steps == 0:
         ckpt.save(done, state, {"step": done, "data_position": done},
-                  bleu=dev["metrics"]["bleu"] if is_eval else None)
+                  score=dev["metrics"][best_metric] if offer_best else None)
         faults.point("saving", done)
         t_interval = time.time()  # tokens_per_s counts training time only
+      if should_stop:
+        end = done
+        progress.message(f"step {done}: {stopper.reason()}")
+        break
   ckpt.wait()
-  if dev is None:  # resumed after the last step: its dev metrics are already recorded
+  ending = {"step": end, "model_step": end, "reason": "num_steps"}
+  if stopper.should_stop:  # the final evaluation is of the best model (best/ keeps it)
+    state, meta = ckpt.restore("best", state)
+    state = jax.device_put(state, replicated)
+    ending.update(model_step=int(meta["step"]), reason=f"{stopper.reason()}; stopped at step "
+                  f"{end}, evaluating the model of step {int(meta['step'])}")
+    dev = None
+    if parallel.is_primary() and ending["model_step"] != tc.num_steps:
+      _plots_as_final(workdir, ending["model_step"])
+  if dev is None:  # resumed after the last step, or the best model: dev is already recorded
     dev = evaluate.evaluate(model, state.params, dataset, "dev", config.eval, mesh=mesh)
   results = {"dev": dev, "test": _evaluate_and_record(
-      config, model, state.params, dataset, "test", tc.num_steps, writer, workdir, "final_test",
-      mesh)}
+      config, model, state.params, dataset, "test", ending["model_step"], writer, workdir,
+      "final_test", mesh)}
   faults.point("test_record")
-  write_outputs(workdir, config, model, results, time.time() - t_start)
+  write_outputs(workdir, config, model, results, time.time() - t_start, ending)
   faults.point("outputs")
-  log.info("done at step %d: %s; report: %s", tc.num_steps, "; ".join(
+  log.info("done at step %d: %s; report: %s", end, "; ".join(
       f"{split} BLEU {r['metrics']['bleu']:.2f} exact match {r['metrics']['exact_match']:.4f}"
       for split, r in results.items()), workdir / "report.md")
   writer.close()

@@ -32,6 +32,16 @@ def _drop(tree: dict, dotted: str) -> None:
   node.pop(parts[-1], None)
 
 
+def trains_alone(config) -> str:
+  """Why a member cannot join a stack ("" if it can): early stopping (it may stop at
+  its own step) or a warm start (the stacked loop starts every member fresh)."""
+  if config.train.get("early_stopping", {}).get("patience", 0):
+    return "train.early_stopping.patience > 0 (each member may stop at its own step)"
+  if config.train.get("init_from", ""):
+    return "train.init_from (a warm start)"
+  return ""
+
+
 def stack_key(config) -> str:
   """The config without the fields a stacked member may choose: members with equal
   keys can share one compiled step. Whether clipping is on stays in the key (it

@@ -35,6 +35,9 @@ MEMORY_FRACTION = 0.7  # of the device's free memory a stack may plan to use
 
 def check_stackable(configs) -> None:
   """Raises ValueError when the configs cannot share one compiled step."""
+  alone = next((stack.trains_alone(c) for c in configs if stack.trains_alone(c)), "")
+  if alone:
+    raise ValueError(f"a member with {alone} trains alone, not in a stack")
   keys = [json.loads(stack.stack_key(c)) for c in configs]
   other = next((k for k in keys if k != keys[0]), None)
   if other is not None:
@@ -336,7 +339,7 @@ class _Stack:
           for k in self.live():
             self.ckpts[k].save(done, stack.member_tree(self.state, k),
                                {"step": done, "data_position": done},
-                               bleu=dev[k]["metrics"]["bleu"] if is_eval else None)
+                               score=dev[k]["metrics"]["bleu"] if is_eval else None)
           t_interval = time.time()  # tokens_per_s counts training time only
     for c in self.ckpts.values():
       c.wait()

@@ -67,9 +67,9 @@ class MetricWriter:
       write_atomically(self.path, "".join(json.dumps(r) + "\n" for r in self.kept))
     self.tb = SummaryWriter(str(workdir / "tensorboard"), purge_step=resume_step + 1)
 
-  def dev_bleu(self, step: int) -> float | None:
-    """The dev BLEU recorded at `step` by the run resumed, if any."""
-    return next((r["bleu"] for r in self.kept if r["step"] == step and r["split"] == "dev"),
+  def dev_metric(self, step: int, metric: str = "bleu") -> float | None:
+    """The dev `metric` recorded at `step` by the run resumed, if any."""
+    return next((r[metric] for r in self.kept if r["step"] == step and r["split"] == "dev"),
                 None)
 
   def write(self, record: dict) -> None:
@@ -80,7 +80,18 @@ class MetricWriter:
     for key, value in record.items():
       if isinstance(value, (int, float)) and key not in ("step",):
         self.tb.add_scalar(f"{record['split']}/{key}", value, record["step"])
+      elif key.endswith("_by_length"):  # bleu / exact_match of each length bucket
+        for row in value:
+          self.tb.add_scalar(f"{record['split']}/{key}/{row['bucket']}",
+                             row[key[:-len("_by_length")]], record["step"])
     self.tb.flush()
+
+  def add_image(self, tag: str, png: Path, step: int) -> None:
+    """A written plot as a TensorBoard image summary."""
+    if self.enabled:
+      import matplotlib.image  # only where plots are made (matplotlib is slow to import)
+      self.tb.add_image(tag, matplotlib.image.imread(png)[..., :3], step, dataformats="HWC")
+      self.tb.flush()
 
   def close(self) -> None:
     if self.enabled:
@@ -184,15 +195,16 @@ def prepare(config, workdir: Path, config_mismatch: str, devices: dict | None = 
   write_atomically(workdir / "environment.json", json.dumps(environment(devices), indent=2) + "\n")
 
 
-def load_data(config, workdir: Path) -> data.Dataset:
-  """The dataset, with the vocabularies saved in the workdir (made on the first run)."""
+def load_data(config, workdir: Path, vocabularies: tuple | None = None) -> data.Dataset:
+  """The dataset, with the vocabularies saved in the workdir (made on the first
+  run, or the given `(source, target)` ones: a warm start's)."""
   src_path, tgt_path = workdir / "vocab_src.json", workdir / "vocab_tgt.json"
   if not parallel.is_primary():  # the primary makes them; the workdir is shared
     parallel.barrier("vocabularies")
   if src_path.exists() and tgt_path.exists():
     dataset = data.load(config.dataset, load_vocab(src_path), load_vocab(tgt_path))
   else:
-    dataset = data.load(config.dataset)
+    dataset = data.load(config.dataset, *(vocabularies or ()))
     if parallel.is_primary():  # made only now that the data has loaded
       workdir.mkdir(parents=True, exist_ok=True)
       dataset.src_vocab.save(src_path)
@@ -213,16 +225,27 @@ def metrics_table(results: dict) -> list[str]:
 
 
 def write_report(workdir: Path, config, model_summary: str, has_attention: bool,
-                 results: dict, step: int, wall: float) -> None:
+                 results: dict, step: int, wall: float, stopped_early: str = "") -> None:
   """`report.md`: the final metrics of each split, BLEU by length, the attention maps."""
   lines = [f"# {config.dataset.name}: {model_summary}",
-           "", f"Step {step} of {config.train.num_steps}; {wall / 60:.1f} min of training in "
-           "this process (see metrics.jsonl for all evaluations).", "",
-           *metrics_table(results)]
+           "", f"Step {step} of {config.train.num_steps}" +
+           (f" ({stopped_early})" if stopped_early else "") +
+           f"; {wall / 60:.1f} min of training in this process (see metrics.jsonl for all "
+           "evaluations).", "", *metrics_table(results)]
   lines += ["", "BLEU by source length (dev):", "", "| source tokens | sentences | BLEU |",
             "|---|---|---|"]
   lines += [f"| {r['bucket']} | {r['n']} | {r['bleu']:.2f} |"
             for r in results["dev"]["bleu_by_length"]]
+  lines += ["", "Exact match by source length:", "",
+            "| source tokens | " + " | ".join(f"{split} sentences | {split} exact match"
+                                             for split in results) + " |",
+            "|---|" + "---|---|" * len(results)]
+  rows = {split: {r["bucket"]: r for r in res["exact_match_by_length"]}
+          for split, res in results.items()}
+  for bucket in dict.fromkeys(b for split in rows for b in rows[split]):
+    columns = [f"{rows[s][bucket]['n']} | {rows[s][bucket]['exact_match']:.4f}" if bucket in
+             rows[s] else "0 | -" for s in results]
+    lines.append(f"| {bucket} | " + " | ".join(columns) + " |")
   lines += ["", f"sacrebleu: `{results['dev']['signature']['bleu']}`, "
             f"`{results['dev']['signature']['chrf']}`", ""]
   plots = sorted((workdir / "attention").glob("final_*.png")) if has_attention else []
