@@ -7,7 +7,8 @@
   sentences stratified by source length (as many of each length as it has, up to
   an equal share), and trains on every other number plus the smallest ones (below
   1,000, or the lowest 1% of a smaller range) repeated until they are a quarter
-  of the training pairs: uniform numbers up to 99,999 are 88% seven-word ones,
+  of the training pairs, and each rarer source length repeated to 2% of them
+  ("eighty thousand": 2 words): uniform numbers up to 99,999 are 88% seven-word ones,
   and a model trained on them alone spells "seven" as "siebenundsieben".
   ``hash`` (the data of runs before it) is every number once, split by a hash.
 * ``copy``, ``reverse``, ``sort``: sequences of letters, word-level.
@@ -23,6 +24,7 @@ LETTERS = [chr(c) for c in range(ord("a"), ord("z") + 1)]
 
 
 NUMBER_SPLITS = ("by_length", "hash")
+MIN_LENGTH_SHARE = 0.02  # of the training pairs, for every source length
 
 
 def num2words_en_de(cfg):
@@ -54,7 +56,8 @@ def split_by_length(pairs, dev_size: int, test_size: int, seed: int, small: int)
   `seed`, each length split between them in proportion to their sizes; at most
   half of a length's numbers from `small` on);
   training: every pair not held out, plus the first `small` pairs (numbers
-  0 .. small-1, held out or not) repeated to a quarter of it."""
+  0 .. small-1, held out or not) repeated to a quarter of it, and the pairs of
+  each source length that has fewer repeated up to `MIN_LENGTH_SHARE` of that."""
   by_length: dict[int, list[int]] = {}
   for i, (src, _) in enumerate(pairs):
     by_length.setdefault(len(vocab.tokenize(src, "word")), []).append(i)
@@ -83,9 +86,21 @@ def split_by_length(pairs, dev_size: int, test_size: int, seed: int, small: int)
   while len(dev) < dev_size:
     dev.append(test.pop())
   held = set(dev) | set(test)
-  rest = [pairs[i] for i in range(small, len(pairs)) if i not in held]
+  rest = [i for i in range(small, len(pairs)) if i not in held]
   repeats = max(1, -(-len(rest) // (3 * small))) if small else 0
-  return {"train": rest + [pairs[i] for i in range(small)] * repeats,
+  train = rest + list(range(small)) * repeats
+  # Rare lengths ("eighty thousand": 2 words) repeated up to MIN_LENGTH_SHARE of it.
+  length_of = {i: length for length, ids in by_length.items() for i in ids}
+  count = {length: 0 for length in by_length}
+  for i in train:
+    count[length_of[i]] += 1
+  extra = []
+  for length in sorted(by_length):
+    own = [i for i in train if length_of[i] == length] if count[length] else []
+    need = int(MIN_LENGTH_SHARE * len(train)) - count[length]
+    if own and need > 0:
+      extra += (own * -(-need // len(own)))[:need]
+  return {"train": [pairs[i] for i in train + extra],
           "dev": [pairs[i] for i in sorted(dev)], "test": [pairs[i] for i in sorted(test)]}
 
 
