@@ -124,6 +124,7 @@ def test_killed_at_the_stopping_step_it_resumes_to_the_same_stop(stopped_run, tm
   assert _metrics(workdir) == _metrics(reference)
 
 
+@pytest.mark.slow  # suite time; the same check as the runner's config-mismatch tests
 def test_a_changed_config_trains_on(stopped_run, tmp_path):
   workdir = tmp_path / "longer"
   shutil.copytree(stopped_run[0], workdir)

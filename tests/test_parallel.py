@@ -103,11 +103,16 @@ def test_four_devices_train_like_one(one_device, four_devices):
   env = json.loads((workdir / "environment.json").read_text())
   assert (env["device_count"], env["process_count"], env["mesh"]) == (4, 1, {"data": 4})
   assert json.loads((one_device / "environment.json").read_text())["mesh"] == {"data": 1}
-  assert_close_metrics(metrics(workdir), metrics(one_device))
+  # The quick model after 60 steps outputs long runs of near ties ("ehnnneeer"): the
+  # 4-device gradient sums' rounding (losses within 1e-5) flips a few of them
+  # (measured on the by-length data: 4 of 100 dev outputs, BLEU 15.2584 vs 15.2554 on
+  # dev and 14.4981 vs 14.4157 on test).
+  assert_close_metrics(metrics(workdir), metrics(one_device), bleu_atol=0.2)
   # evaluation decodes the dev and test sets split over the 4 devices
   for split in ("dev", "test"):
     name = f"predictions_{split}.txt"
-    assert (workdir / name).read_text() == (one_device / name).read_text()
+    ours, theirs = ((w / name).read_text().splitlines() for w in (workdir, one_device))
+    assert len(ours) == len(theirs) and sum(a != b for a, b in zip(ours, theirs)) <= 8, split
 
 
 def _rewind(source: Path, target: Path, step: int) -> None:

@@ -96,14 +96,18 @@ def test_a_stacked_member_trains_as_it_would_alone(case, width):
   """Same data order and teacher-forcing coins, losses to 1e-5 relative.
 
   vmap batches every matmul over the members, and XLA's batched kernels round
-  differently from the single ones: the losses differ by up to ~1e-6 relative
-  (measured). A member fed its own argmax predictions has a near tie in some
-  argmax now and then, which that difference can resolve the other way (a solo
+  differently from the single ones: the losses differ by about 1e-6 relative at
+  first, and the differences compound with the updates: within 1e-5 for 50 steps
+  on the quick data split by hash (used here), 2.6e-5 by step 48 on the by-length
+  split, the default since issue 17 (measured). A member fed its own argmax
+  predictions has a near tie in some argmax now and then, which that difference
+  can resolve the other way (a solo
   run on another CPU would too): measured first after about 40 steps of this
   model, so the sampled case holds for 20.
   """
   lr_schedule, steps, sampled = CASES[case]
   base = config_utils.load_module(ROOT / "configs" / "default.py").get_config("quick")
+  base.dataset.number_split = "hash"  # the data the tolerance was measured on (above)
   base.train.lr_schedule, base.train.warmup_steps = lr_schedule, 10
   tf = "train__teacher_forcing__"
   linear = {tf + "schedule": "linear", tf + "k": 1.0, tf + "c": 0.01, tf + "eps_min": 0.25}
