@@ -126,7 +126,7 @@ def _rewind(source: Path, target: Path, step: int) -> None:
 
 
 @FOUR
-@pytest.mark.parametrize("devices", [1, 2])
+@pytest.mark.parametrize("devices", [1, pytest.param(2, marks=pytest.mark.slow)])  # suite time
 def test_a_run_saved_on_four_devices_resumes_on_fewer(four_devices, tmp_path, devices):
   workdir, _ = four_devices
   resumed = tmp_path / "resumed"

@@ -261,6 +261,7 @@ def test_a_stacked_member_writes_what_a_solo_run_writes(sweeps, tmp_path):
   assert proc.returncode == 2 and "the sweep has 1 stacks" in proc.stderr
 
 
+@pytest.mark.slow  # suite time; the solo loop's Ctrl-C tests stay in the default run
 @pytest.mark.xdist_group("stack_sweeps")
 def test_ctrl_c_of_a_stacked_sweep_stops_its_stack_at_a_step_and_resumes_it(sweeps, tmp_path):
   """SIGINT to the driver: it stops the stack with SIGTERM, which ends at a step

@@ -41,6 +41,8 @@ def number_words(tmp_path_factory):
   return workdir
 
 
+# slow (suite time, issue 17's new tests): a 400-step Transformer run, about 80 s
+@pytest.mark.slow
 @pytest.mark.xdist_group("transformer_number_words")
 def test_quick_transformer_learns_number_words(number_words):
   final = {r["split"]: r for r in records(number_words) if r["step"] == 400 and "bleu" in r}
@@ -52,6 +54,7 @@ def test_quick_transformer_learns_number_words(number_words):
   assert "transformer d64 h4 2+2 layers, pre-norm" in (number_words / "report.md").read_text()
 
 
+@pytest.mark.slow  # the same run as the test above
 @pytest.mark.xdist_group("transformer_number_words")
 def test_translate_cli_serves_the_transformer(number_words):
   """Greedy, beam and scoring through the unchanged CLI; the German reference is
