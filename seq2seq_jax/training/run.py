@@ -210,8 +210,9 @@ def train_and_evaluate(config, workdir, config_mismatch: str = "error") -> dict:
   log.info("initialised the model (%s parameters) in %.1f s; compiling the training step ...",
            f"{sum(x.size for x in jax.tree.leaves(state.params)):,}", time.time() - t_init)
   # best/ keeps the best by dev BLEU, or, stopping early, the stopper's best model
-  stopping = early_stopping.settings(tc)["patience"] > 0
-  best_metric = early_stopping.settings(tc)["metric"] if stopping else "bleu"
+  stop_settings = early_stopping.settings(tc)
+  stopping = stop_settings["patience"] > 0
+  best_metric = stop_settings["metric"] if stopping else "bleu"
   ckpt = checkpoints.Checkpoints(workdir / "checkpoints", tc.keep_checkpoints,
                                  best_metric=best_metric,
                                  higher_is_better=early_stopping.HIGHER_IS_BETTER[best_metric])
