@@ -1,10 +1,13 @@
 """Test-wide settings (the models here are tiny, so compile time dominates) and
 the quick run that several test files compare against."""
 
+import io
 import os
 from pathlib import Path
+import shutil
 import subprocess
 import sys
+import tarfile
 
 import pytest
 
@@ -35,3 +38,42 @@ def quick_run(tmp_path_factory):
                         timeout=600)
   assert proc.returncode == 0, proc.stdout + proc.stderr
   return workdir
+
+
+# The commit whose numbers today's code must reproduce byte for byte
+# (tests/test_regression.py): the code before the one-loop refactor (issue 27).
+# A change that means to change numbers says why in its commit and moves this
+# to that commit.
+BASELINE_COMMIT = "272c73a66c970fe7ba23edd3c7fdcb540fb57bab"
+
+
+@pytest.fixture(scope="session")
+def baseline_code(tmp_path_factory):
+  """The package, configs and test configs of `BASELINE_COMMIT`, exported from this
+  checkout's git history into a temporary directory (run from there, with it first
+  on PYTHONPATH, they import the baseline's `seq2seq_jax`, not today's). Skips,
+  saying why, where the history is not there (an export, a shallow clone)."""
+  root = Path(__file__).resolve().parent.parent
+  found = subprocess.run(["git", "-C", str(root), "cat-file", "-e", BASELINE_COMMIT + "^{commit}"],
+                         capture_output=True) if shutil.which("git") else None
+  if found is None or found.returncode:
+    pytest.skip(f"the baseline commit {BASELINE_COMMIT[:7]} is not in this checkout's git "
+                "history (no git, an export or a shallow clone): there is no code to compare with")
+  tree = tmp_path_factory.mktemp("baseline")
+  archive = subprocess.run(["git", "-C", str(root), "archive", BASELINE_COMMIT, "seq2seq_jax",
+                            "configs", "tests/configs"], capture_output=True, check=True).stdout
+  with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+    tar.extractall(tree, filter="data")
+  where = subprocess.run([sys.executable, "-c", "import seq2seq_jax; print(seq2seq_jax.__file__)"],
+                         cwd=tree, env=code_env(tree), capture_output=True, text=True, check=True)
+  assert Path(where.stdout.strip()).is_relative_to(tree), where.stdout
+  return tree
+
+
+def code_env(tree: Path, tests_xla_flags: bool = False) -> dict:
+  """The environment of a run of the package in `tree`: it first on PYTHONPATH, and
+  without the tests' XLA_FLAGS (the user's command, as a user runs it) unless
+  `tests_xla_flags` (to compare with a run the tests made with them)."""
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS" or tests_xla_flags}
+  env["PYTHONPATH"] = os.pathsep.join([str(tree)] + [p for p in [env.get("PYTHONPATH")] if p])
+  return env

@@ -1,29 +1,27 @@
-"""The refactor oracle: three quick runs give byte-identical metrics and predictions.
+"""The refactor oracle: today's code computes byte for byte what the baseline's did.
 
-Recorded from the code before the model-interface refactor (commit 501ec6e, after
-the learning-parity fix) on the 2-core AMD EPYC (Zen 5) CI machine, jax 0.10:
-`tests/oracle/NAME/` holds each run's `metrics.jsonl` without its timing fields
-and its `predictions_{dev,test}.txt`. Every later change is held to them; numbers
-may change only in a commit that says why and re-records them with
-
-    python tests/test_regression.py --record
+Three quick runs (and, in `test_stack.py`, a 3-member stacked quick sweep) are
+trained twice in this process's environment: by today's code and by the code of
+`conftest.BASELINE_COMMIT`, exported from git history. Their `metrics.jsonl`
+(timing fields out) and `predictions_{dev,test}.txt` must be equal byte for byte.
+Both run on the same CPU, so this holds on any CPU model (a byte oracle recorded
+on one machine did not: XLA:CPU rounds differently per model). A change that
+means to change numbers says why in its commit and moves `BASELINE_COMMIT` to it.
 
 The runs are the user's commands, in a subprocess without the tests' XLA_FLAGS.
 """
 
 import json
-import os
 from pathlib import Path
-import shutil
 import subprocess
 import sys
 
+from conftest import code_env
 import pytest
 
 from seq2seq_jax.training.workdir import TIMING_FIELDS
 
 ROOT = Path(__file__).resolve().parent.parent
-ORACLE = Path(__file__).resolve().parent / "oracle"
 QUICK = ["--config=configs/default.py:quick", "--config.dataset.name=reverse"]
 RUNS = {
     "as_is": [],
@@ -35,42 +33,32 @@ RUNS = {
     "ln_lstm_general": ["--config.model.cell=ln_lstm", "--config.model.attention=general",
                         "--config.model.bidirectional=True", "--config.model.num_layers=2"],
 }
-# Metrics added after the oracle was recorded: new keys, not changed numbers (their
-# own tests check them); the records' other keys must stay byte-identical.
-ADDED_KEYS = ("exact_match_by_length",)
 FILES = ("metrics.jsonl", "predictions_dev.txt", "predictions_test.txt")
 
 
-def run(name: str, workdir: Path) -> dict[str, bytes]:
-  """Trains run `name` in `workdir`; its files as the oracle stores them."""
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-  subprocess.run([sys.executable, "-m", "seq2seq_jax.main", *QUICK, *RUNS[name],
-                  f"--workdir={workdir}"], cwd=ROOT, env=env, check=True,
-                 capture_output=True)
-  files = {f: (workdir / f).read_bytes() for f in FILES}
-  lines = [json.loads(line) for line in files["metrics.jsonl"].decode().splitlines()]
-  files["metrics.jsonl"] = "".join(
-      json.dumps({k: v for k, v in r.items() if k not in TIMING_FIELDS + ADDED_KEYS}) + "\n"
-      for r in lines).encode()
-  return files
+def without_timing(metrics_jsonl: bytes) -> bytes:
+  """A `metrics.jsonl` without the fields that differ between identical runs."""
+  lines = [json.loads(line) for line in metrics_jsonl.decode().splitlines()]
+  return "".join(json.dumps({k: v for k, v in r.items() if k not in TIMING_FIELDS}) + "\n"
+                 for r in lines).encode()
+
+
+def run_files(tree: Path, args: list[str], workdir: Path, module: str = "seq2seq_jax.main",
+              files=FILES, tests_xla_flags: bool = False) -> dict[str, bytes]:
+  """Runs `python -m module *args` with the package in `tree`; the `files` of `workdir`."""
+  proc = subprocess.run([sys.executable, "-m", module, *args, f"--workdir={workdir}"],
+                        cwd=tree, env=code_env(tree, tests_xla_flags), capture_output=True,
+                        text=True, timeout=900)
+  assert proc.returncode == 0, f"{tree}: {proc.stdout}{proc.stderr}"
+  out = {f: (workdir / f).read_bytes() for f in files}
+  return {f: without_timing(b) if f.endswith(".jsonl") else b for f, b in out.items()}
 
 
 @pytest.mark.parametrize("name", sorted(RUNS))
-def test_quick_run_matches_the_recorded_oracle(name, tmp_path):
-  files = run(name, tmp_path / name)
-  for file, content in files.items():
-    expected = (ORACLE / name / file).read_bytes()
-    assert content == expected, (
-        f"{name}/{file} differs from tests/oracle/{name}/{file}: a change of numbers must "
-        "say why in its commit and re-record (python tests/test_regression.py --record)")
-
-
-if __name__ == "__main__" and sys.argv[1:] == ["--record"]:
-  for run_name in RUNS:
-    tmp = ORACLE / f".{run_name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    for file, content in run(run_name, tmp / "workdir").items():
-      (ORACLE / run_name).mkdir(parents=True, exist_ok=True)
-      (ORACLE / run_name / file).write_bytes(content)
-    shutil.rmtree(tmp)
-    print(f"recorded tests/oracle/{run_name}")
+def test_quick_run_computes_what_the_baseline_computed(name, baseline_code, tmp_path):
+  today = run_files(ROOT, QUICK + RUNS[name], tmp_path / "today")
+  baseline = run_files(baseline_code, QUICK + RUNS[name], tmp_path / "baseline")
+  for file in FILES:
+    assert today[file] == baseline[file], (
+        f"{name}/{file} differs from the baseline commit's: a change of numbers must say why "
+        "in its commit and move conftest.BASELINE_COMMIT to it")

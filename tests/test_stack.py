@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
+from test_regression import run_files, without_timing
 from test_schedules import FORMULAS  # each schedule written out (Bengio et al. 2015, 2.4)
 
 from seq2seq_jax import config_utils, data, models
@@ -259,6 +260,23 @@ def test_a_stacked_member_writes_what_a_solo_run_writes(sweeps, tmp_path):
   assert [ln.split("\t")[3].split("  (")[0] for ln in listing] == ["stack 0"] * 4
   proc = run_sweep(whole, "--stack_index=1")
   assert proc.returncode == 2 and "the sweep has 1 stacks" in proc.stderr
+
+
+@pytest.mark.xdist_group("stack_sweeps")
+def test_a_stacked_sweep_computes_what_the_baseline_computed(sweeps, baseline_code, tmp_path):
+  """The 3-member stacked sweep of today's code (the fixture's `without`) against
+  the same sweep by the code of `conftest.BASELINE_COMMIT`: every member's
+  metrics.jsonl (timing out) and predictions byte for byte (`test_regression.py`)."""
+  without, names = sweeps[2], _names(sweeps[2], "without_nan")
+  files = ("metrics.jsonl", "predictions_dev.txt", "predictions_test.txt")
+  run_files(baseline_code, ["--config=tests/configs/stack_quick.py:without_nan"],
+            tmp_path, "seq2seq_jax.sweep", files=(), tests_xla_flags=True)  # as `sweeps` ran
+  for name in names:
+    for file in files:
+      today, baseline = ((d / "members" / name / file).read_bytes() for d in (without, tmp_path))
+      if file.endswith(".jsonl"):
+        today, baseline = without_timing(today), without_timing(baseline)
+      assert today == baseline, f"{name}/{file} differs from the baseline commit's"
 
 
 @pytest.mark.slow  # suite time; the solo loop's Ctrl-C tests stay in the default run
