@@ -16,7 +16,7 @@ encoder of 64 a direction, decoder 128, embedding 64, input feeding,
 vocabularies of 40 characters) with sampled feedback under the linear schedule.
 
 * stacked: `training.stack.make_stacked_train_step` over K members (different
-  seeds and learning rates), jitted with donation as `training.stack_run` does,
+  seeds and learning rates), jitted with donation as `training.loop` does,
   with the members one after the other in the program (`jax.lax.map`, what the
   runner uses on a CPU) and side by side (`jax.vmap`, what it uses on an
   accelerator); all K and both forms of a size are timed round-robin (one step

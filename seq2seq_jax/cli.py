@@ -68,7 +68,7 @@ def fail(message, code: int = 2) -> None:
 
 
 class Terminated(KeyboardInterrupt):
-  """SIGTERM outside the training loop's own handler (`training.run.StopSignals`)."""
+  """SIGTERM outside the training loop's own handler (`training.signals.StopSignals`)."""
 
 
 def interrupt_on_sigterm() -> None:
@@ -81,7 +81,7 @@ def interrupt_on_sigterm() -> None:
 
 def fail_interrupted(e: KeyboardInterrupt, where: str) -> None:
   """Ends a CLI that a Ctrl-C or SIGTERM reached: exit 130 or 143 with one line. The
-  training loop's own stop (`training.run.RunInterrupted`) brings its message and code."""
+  training loop's own stop (`training.signals.RunInterrupted`) brings its message and code."""
   if getattr(e, "exit_code", None) is not None:
     fail(str(e), e.exit_code)
   name, code = ("SIGTERM", 143) if isinstance(e, Terminated) else ("SIGINT", 130)

@@ -46,7 +46,7 @@ def main(argv) -> None:
     # would delay every config error line from 0.6 s to 2.0 s (measured, 2-core EPYC).
     from seq2seq_jax.training import checkpoints, run
     run.train_and_evaluate(config, _WORKDIR.value, _MISMATCH.value)
-  except KeyboardInterrupt as e:  # in the loop: at a step boundary (run.RunInterrupted)
+  except KeyboardInterrupt as e:  # in the loop: at a step boundary (signals.RunInterrupted)
     cli.fail_interrupted(e, "outside the training steps (loading, compiling or the final "
                          "evaluation); files are written whole: the same command resumes "
                          "from the last checkpoint")

@@ -18,7 +18,7 @@ cached in `DIR/jax_cache`, shared by the members.
 
 `--stack` trains members that differ only in seed, learning rate, clip norm,
 label smoothing or teacher-forcing schedule as one vmapped program in one
-process (`seq2seq_jax.sweep_stacks`, `training.stack_run`); each member keeps
+process (`seq2seq_jax.sweep_stacks`, `training.loop`); each member keeps
 its workdir, status and log (a link to `DIR/logs/stack-J.log`). `--list`
 shows each member's stack J; `--stack_index=J` runs stack J alone (an array job
 over stacks), while `--index=K` still runs member K alone, in a stack of its own.

@@ -4,9 +4,10 @@
 so a stack's number does not depend on what has run) by `training.stack.stack_key`:
 members that differ only in the fields a stack lets each member choose (seed,
 learning rate and rsqrt warmup, clip norm, label smoothing, teacher-forcing
-schedule) share a group; a member with early stopping or a warm start trains
-alone (`stack.trains_alone`). `--stack=auto` makes each group one stack (the stack's process
-splits it further if the device cannot hold it), `--stack=K` cuts groups into
+schedule) share a group, early stopping and warm starts included (a member that
+stops is frozen while the others train on). `--stack=auto` makes each group one
+stack (the stack's process splits it further if the device cannot hold it),
+`--stack=K` cuts groups into
 stacks of at most K, `--stack=1` is one process per member.
 """
 
@@ -50,10 +51,7 @@ def plan(members: list, size: int | None) -> list[list]:
   groups: dict[str, list] = {}
   stacks = []
   for m in members:
-    if stack.trains_alone(m.config):  # early stopping, warm start: a process of its own
-      stacks.append([m])
-    else:
-      groups.setdefault(stack.stack_key(m.config), []).append(m)
+    groups.setdefault(stack.stack_key(m.config), []).append(m)
   for group in groups.values():
     step = len(group) if size is None else size
     stacks += [group[i:i + step] for i in range(0, len(group), step)]
@@ -112,14 +110,14 @@ def run_stack_worker(members: list, ghosts: list, cache_dir, stack_number: int) 
                            dev_bleu=results["dev"]["metrics"]["bleu"],
                            test_bleu=results["test"]["metrics"]["bleu"])
 
-  from seq2seq_jax.training import stack_run  # the loop's imports only where it trains
+  from seq2seq_jax.training import loop  # the loop's imports only where it trains
   try:
     order = sorted(members + ghosts, key=lambda m: m.index)  # the planned slots
     active = [m in mine for m in order]
     configs = [m.config for m in order]
     workdirs = [m.workdir for m in order]
     mine_slot = {k: mine.index(m) for k, m in enumerate(order) if m in mine}
-    stack_run.train_and_evaluate_stack(
+    loop.train_members(
         configs, workdirs, lambda k, *args: on_member_end(mine_slot[k], *args), active=active)
   except KeyboardInterrupt as e:  # the loop's stop says which signal and the step
     for m in mine:

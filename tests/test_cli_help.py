@@ -93,8 +93,8 @@ def test_a_run_ends_with_its_dev_and_test_metrics_and_the_report_path(quick_run,
 
 
 def test_tokens_per_second_leaves_out_the_compiled_step():
-  from seq2seq_jax.training import run
+  from seq2seq_jax.training import records
   stats = [dict(loss=1.0, token_accuracy=0.5, grad_norm=1.0, tf_ratio=1.0, learning_rate=1e-3,
                 num_tokens=n) for n in (100.0, 30.0, 50.0)]
-  assert run.train_record(stats, 3, 2.0)["tokens_per_s"] == 90.0
-  assert run.train_record(stats, 3, 2.0, untimed_tokens=100.0)["tokens_per_s"] == 40.0
+  assert records.train_record(stats, 3, 2.0)["tokens_per_s"] == 90.0
+  assert records.train_record(stats, 3, 2.0, untimed_tokens=100.0)["tokens_per_s"] == 40.0

@@ -19,7 +19,7 @@ from test_regression import run_files, without_timing
 from test_schedules import FORMULAS  # each schedule written out (Bengio et al. 2015, 2.4)
 
 from seq2seq_jax import config_utils, data, models
-from seq2seq_jax.training import losses, optim, schedules, stack, stack_run, step
+from seq2seq_jax.training import losses, optim, schedules, stack, step
 from seq2seq_jax.training.workdir import TIMING_FIELDS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -124,15 +124,19 @@ def test_a_stacked_member_trains_as_it_would_alone(case, width):
   solo = [_solo_losses(model, dataset, c, steps) for c in configs]
   batches = [data.TrainBatches(*dataset.arrays["train"], c.train.batch_size, c.seed)
              for c in configs]
-  members = stack_run._Stack(model, configs, [None] * 3, batches, open_files=False)
+  tx = optim.optimizer_from_config(base.train)
+  state = stack.stack_trees([step.init_state(model, tx, jax.random.PRNGKey(c.seed), b(0))
+                             for c, b in zip(configs, batches)])
+  rngs = stack.stack_trees([jax.random.PRNGKey(c.seed) for c in configs])
+  hypers = stack.stack_trees([stack.member_hyper(c) for c in configs])
   step_fn = jax.jit(stack.make_stacked_train_step(model, base.train, sampled, width))
-  state, alive = members.state, jnp.ones(3, bool)
+  alive = jnp.ones(3, bool)
   worst = 0.0
   for i in range(steps):
-    batch = stack_run.stacked_batch(batches, i)
+    batch = stack.stacked_batch(batches, i)
     for k in range(3):  # the data order is the member's own
       np.testing.assert_array_equal(batch["src"][k], batches[k](i)["src"])
-    state, metrics = step_fn(state, batch, members.rngs, members.hypers, alive)
+    state, metrics = step_fn(state, batch, rngs, hypers, alive)
     metrics = jax.device_get(metrics)
     for k in range(3):
       assert metrics["tf_ratio"][k] == solo[k][i]["tf_ratio"], (i, k)  # the same coins
@@ -151,12 +155,13 @@ def test_members_that_change_shapes_or_code_paths_are_refused_in_one_stack():
   configs = [_member(base, seed=0), _member(base, seed=1, model__cell="gru")]
   assert stack.stack_key(configs[0]) != stack.stack_key(configs[1])
   with pytest.raises(ValueError, match="model.cell"):
-    stack_run.check_stackable(configs)
+    stack.check_stackable(configs)
   assert stack.stack_key(_member(base, seed=5, train__learning_rate=1.0)) == \
       stack.stack_key(configs[0])
   assert stack.stack_key(_member(base, train__clip_norm=0.0)) != stack.stack_key(configs[0])
-  with pytest.raises(ValueError, match="train.early_stopping.patience > 0"):
-    stack_run.check_stackable([_member(base, train__early_stopping__patience=2)] * 2)
+  # members that may stop at their own step share a stack (each is frozen when it stops)
+  stopping = [_member(base, seed=s, train__early_stopping__patience=2) for s in (0, 1)]
+  stack.check_stackable(stopping)
 
 
 # ----- stacked sweeps -----
@@ -242,20 +247,10 @@ def test_kill_9_of_a_stack_resumes_every_member_exactly(sweeps):
 
 
 @pytest.mark.xdist_group("stack_sweeps")
-def test_a_stacked_member_writes_what_a_solo_run_writes(sweeps, tmp_path):
-  whole, _, _, names, _ = sweeps
-  proc = run_sweep(tmp_path, "--index=3")
-  assert proc.returncode == 0, proc.stdout + proc.stderr
-
-  def files(d):  # orbax's data files and TensorBoard's event files have unique names
-    names = (re.sub(r"/d/[0-9a-f]+$", "/d/*", str(p.relative_to(d)).split("/events.out")[0])
-             for p in d.rglob("*") if p.is_file())
-    return sorted(set(names))
-  assert files(whole / "members" / names[3]) == files(tmp_path / "members" / names[3])
-  stacked, solo = _metrics(whole / "members" / names[3]), _metrics(tmp_path / "members" / names[3])
-  for a, b in zip(stacked, solo):
-    if a["split"] == "train":
-      assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+def test_the_sweep_lists_its_members_stack(sweeps):
+  """(A stacked member's files and numbers against its solo run's:
+  test_stack_early_stopping.py.)"""
+  whole = sweeps[0]
   listing = run_sweep(whole, "--list").stdout.splitlines()
   assert [ln.split("\t")[3].split("  (")[0] for ln in listing] == ["stack 0"] * 4
   proc = run_sweep(whole, "--stack_index=1")
@@ -316,9 +311,9 @@ def test_stack_option_plans_the_stacks(tmp_path):
   assert stacks() == ["stack 0"] * 4
   assert stacks("--stack=3") == ["stack 0"] * 3 + ["stack 1"]
   assert stacks("--stack=1") == [f"stack {j}" for j in range(4)]
-  # members that may stop at their own step, or start from another run, train alone
-  assert stacks("--config.train.early_stopping.patience=2") == [f"stack {j}" for j in range(4)]
-  assert stacks(f"--config.train.init_from={tmp_path}") == [f"stack {j}" for j in range(4)]
+  # members that may stop at their own step, or start from another run, stack too
+  assert stacks("--config.train.early_stopping.patience=2") == ["stack 0"] * 4
+  assert stacks(f"--config.train.init_from={tmp_path}") == ["stack 0"] * 4
   proc = run_sweep(tmp_path, "--stack=0", arg="")
   assert proc.returncode == 2
   assert proc.stderr.strip() == "error: --stack must be auto or a number >= 1, got '0'"

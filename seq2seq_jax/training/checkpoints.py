@@ -130,13 +130,14 @@ class Checkpoints:
       self.last.wait_until_finished()
       self.best.wait_until_finished()
 
-  def restore_latest(self, template):
-    """The newest readable checkpoint as `(state, meta)`, or None if there is none.
+  def restore_latest(self, template, steps=None):
+    """The newest readable checkpoint (of `steps`, default all) as `(state, meta)`,
+    or None if there is none.
 
     A checkpoint that cannot be read is reported and skipped for the one
     before it; if none can be read, a `CheckpointError` names them.
     """
-    steps = sorted(self.last.all_steps(), reverse=True)
+    steps = sorted(self.last.all_steps() if steps is None else steps, reverse=True)
     failures = []
     for step in steps:
       try:

@@ -1,7 +1,7 @@
 """Devices and processes: the mesh a run trains on, the shardings of its state and
 batches, and JAX's multi-process runtime.
 
-A run's mesh has two axes: `members` (stacked sweep members, `training.stack_run`:
+A run's mesh has two axes: `members` (stacked sweep members, `training.loop`:
 member `m`'s arrays live on one row of the mesh) and `data` (data parallelism: every
 batch is split along its rows, the state is replicated). `config.mesh.data = 0` uses
 every device left over by `members`, so by default a run uses all of them. Batch sizes

@@ -7,7 +7,11 @@ the same program) on a CPU. What a member may choose on its own (`TRACED_FIELDS`
 step as numbers; every other field changes an array shape or a code path, and
 members that differ in one train in separate stacks (`stack_key`).
 
-No IO and no jit here, as in `step`: `training.stack_run` jits it.
+A solo run is a stack of one (`training.loop`): with one member the stacked
+step is the solo step, its hyperparameters compiled in as constants, and
+computes what the solo step computes, bit for bit.
+
+No IO and no jit here, as in `step`: `training.loop` jits it.
 """
 
 import json
@@ -16,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from seq2seq_jax.tokens import PAD_ID
 from seq2seq_jax.training import optim, schedules, step
 
 # The fields a member of a stack may set to its own value. Everything else
@@ -32,16 +37,6 @@ def _drop(tree: dict, dotted: str) -> None:
   node.pop(parts[-1], None)
 
 
-def trains_alone(config) -> str:
-  """Why a member cannot join a stack ("" if it can): early stopping (it may stop at
-  its own step) or a warm start (the stacked loop starts every member fresh)."""
-  if config.train.get("early_stopping", {}).get("patience", 0):
-    return "train.early_stopping.patience > 0 (each member may stop at its own step)"
-  if config.train.get("init_from", ""):
-    return "train.init_from (a warm start)"
-  return ""
-
-
 def stack_key(config) -> str:
   """The config without the fields a stacked member may choose: members with equal
   keys can share one compiled step. Whether clipping is on stays in the key (it
@@ -56,6 +51,42 @@ def stack_key(config) -> str:
     _drop(tree, field)
   tree["train"]["clip_on"] = clip_on
   return json.dumps(tree, sort_keys=True)
+
+
+def check_stackable(configs) -> None:
+  """Raises ValueError when the configs cannot share one compiled step."""
+  keys = [json.loads(stack_key(c)) for c in configs]
+  other = next((k for k in keys if k != keys[0]), None)
+  if other is not None:
+    raise ValueError("members of one stack may differ only in " + ", ".join(TRACED_FIELDS) +
+                     "; these differ elsewhere: " + _first_difference(keys[0], other))
+
+
+def _first_difference(a: dict, b: dict, prefix: str = "") -> str:
+  for key in sorted(set(a) | set(b)):
+    if isinstance(a.get(key), dict) and isinstance(b.get(key), dict):
+      found = _first_difference(a[key], b[key], f"{prefix}{key}.")
+      if found:
+        return found
+    elif a.get(key) != b.get(key):
+      return f"{prefix}{key} ({a.get(key)!r} vs {b.get(key)!r})"
+  return ""
+
+
+def stacked_batch(batches: list, position: int) -> dict:
+  """Every member's batch at `position`, padded to the widest and stacked: `[K, batch, len]`.
+
+  With length buckets members can be in different buckets at one step; the extra
+  columns are padding, which the models mask (dropout masks over the source then
+  differ from a solo run's, as they are drawn for the padded shape).
+  """
+  parts = [b(position) for b in batches]
+  out = {}
+  for side in ("src", "tgt"):
+    width = max(p[side].shape[1] for p in parts)
+    out[side] = np.stack([np.pad(p[side], ((0, 0), (0, width - p[side].shape[1])),
+                                 constant_values=PAD_ID) for p in parts])
+  return out
 
 
 def needs_sampling(config) -> bool:
@@ -100,7 +131,7 @@ def map_members(fn, args, vmap_width: int | None):
 
 
 def make_stacked_train_step(model, train_config, sampling: bool,
-                            vmap_width: int | None = None):
+                            vmap_width: int | None = None, members: int | None = None):
   """Builds `step(states, batches, rngs, hypers, alive) -> (states, metrics)`.
 
   Args:
@@ -110,6 +141,9 @@ def make_stacked_train_step(model, train_config, sampling: bool,
     sampling: whether any member's schedule feeds predictions; then every member
       runs the per-token path (a member at probability 1 reads gold throughout).
     vmap_width: see `map_members`; `default_vmap_width()` suits the backend.
+    members: how many members the stack has. A stack of one (a solo run) runs
+      the solo step on its member, with `train_config`'s hyperparameters
+      compiled in (`hypers` is not read): the numbers of a solo run.
 
   Returns:
     the stacked step, not jitted. Every argument and output has a leading member
@@ -120,6 +154,25 @@ def make_stacked_train_step(model, train_config, sampling: bool,
     are the solo step's plus `alive`.
   """
   normalization = train_config.loss_normalization
+
+  def masked(train_step, state, batch, rng, alive):
+    new_state, metrics = train_step(state, batch, rng)
+    ok = alive & jnp.isfinite(metrics["loss"]) & jnp.isfinite(metrics["grad_norm"])
+    new_state = jax.tree.map(lambda new, old: jnp.where(ok, new, old), new_state, state)
+    metrics["alive"] = ok
+    return new_state, metrics
+
+  if members == 1:
+    tc = train_config
+    solo_step = step.make_train_step(
+        model, optim.optimizer_from_config(tc),
+        schedules.teacher_forcing_from_config(tc.teacher_forcing), tc.label_smoothing,
+        normalization, learning_rate=optim.learning_rate_schedule(tc))
+
+    def stack_of_one(states, batches, rngs, hypers, alive):
+      one = jax.tree.map(lambda x: x[0], (states, batches, rngs, alive))
+      return jax.tree.map(lambda x: x[None], masked(solo_step, *one))
+    return stack_of_one
 
   def member_step(state, batch, rng, hyper, alive):
     tx = optim.optimizer_from_config(train_config, peak=hyper["learning_rate"],
@@ -132,11 +185,7 @@ def make_stacked_train_step(model, train_config, sampling: bool,
         model, tx, teacher_forcing, hyper["label_smoothing"], normalization,
         learning_rate=optim.learning_rate_schedule(train_config, hyper["learning_rate"],
                                                    hyper["warmup_steps"]))
-    new_state, metrics = train_step(state, batch, rng)
-    ok = alive & jnp.isfinite(metrics["loss"]) & jnp.isfinite(metrics["grad_norm"])
-    new_state = jax.tree.map(lambda new, old: jnp.where(ok, new, old), new_state, state)
-    metrics["alive"] = ok
-    return new_state, metrics
+    return masked(train_step, state, batch, rng, alive)
 
   def stacked_step(states, batches, rngs, hypers, alive):
     return map_members(member_step, (states, batches, rngs, hypers, alive), vmap_width)

@@ -1,0 +1,397 @@
+"""The training loop: K >= 1 members trained as one compiled program.
+
+A solo run (`run.train_and_evaluate`) is a stack of one; a stacked sweep
+(`sweep_stacks`) trains K members whose configs share a `stack.stack_key`. Each
+member (`members.Member`) keeps the files a solo run writes, its own data order
+(its seed's `TrainBatches`), rng, hyperparameters, warm start and early stopper;
+one jitted step trains them all (`stack.make_stacked_train_step`: the solo step
+itself for one member), and one schedule, every member's (they share the step
+counts), decides when to log, evaluate and save. A member whose loss turns
+NaN/inf, or that stops early, is frozen (its update masked out) while the others
+train on; a stopped member's best model is evaluated at once, as its solo run
+would. A killed stack resumes every member from their newest common checkpoint,
+exactly.
+"""
+
+import logging
+import os
+import time
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from seq2seq_jax import data, evaluate, models
+from seq2seq_jax.training import faults, optim, parallel, records, stack
+from seq2seq_jax.training import workdir as workdir_files
+from seq2seq_jax.training.members import (
+  DONE,
+  FAILED,
+  STOPPED,
+  TRAINING,
+  Member,
+  load_shared_data,
+  restore_members,
+)
+from seq2seq_jax.training.signals import RunInterrupted, StopSignals
+
+log = logging.getLogger(__name__)
+
+MEMORY_FRACTION = 0.7  # of the device's free memory a stack may plan to use
+
+
+def device_memory_bytes() -> int:
+  """Free memory of the first device: its allocator's limit less what is in use
+  (accelerators), or the machine's available RAM, page cache included (CPU)."""
+  stats = jax.local_devices()[0].memory_stats() or {}
+  if "bytes_limit" in stats:
+    return int(stats["bytes_limit"] - stats.get("bytes_in_use", 0))
+  try:
+    with open("/proc/meminfo") as f:
+      for line in f:
+        if line.startswith("MemAvailable:"):
+          return int(line.split()[1]) * 1024
+  except OSError:
+    pass
+  return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def member_footprint_bytes(step_fn, args) -> int:
+  """Bytes one member needs: the compiled stacked step's arguments, outputs and
+  temporaries for a stack of one (XLA's memory analysis)."""
+  stats = jax.jit(step_fn).lower(*args).compile().memory_analysis()
+  if stats is None:
+    return 0
+  return int(stats.argument_size_in_bytes + stats.output_size_in_bytes +
+             stats.temp_size_in_bytes)
+
+
+def train_members(configs: list, workdirs: list, on_member_end: Callable | None = None,
+                  max_members: int | None = None, active: list[bool] | None = None,
+                  config_mismatch: str = "error") -> list:
+  """Trains the members `configs[k]` in `workdirs[k]` as one stack, resuming.
+
+  Args:
+    configs: the members' configs, equal but for `stack.TRACED_FIELDS`.
+    workdirs: one per member.
+    on_member_end: called as `(k, results, error)` when member k finishes
+      (`results` by split) or fails (`error`, a one-line message). Without it a
+      failure raises FloatingPointError (a solo run's error).
+    max_members: the most members one program may hold; None measures it (the
+      device's free memory over one member's footprint). A larger stack trains
+      as several, one after the other.
+    active: False for a frozen slot (a member that is not trained now, kept so
+      the program is that of the whole stack); its workdir is not touched.
+    config_mismatch: "allow" resumes a workdir whose config.json differs.
+
+  Returns:
+    each member's final results by split, or None for a member that failed.
+  """
+  if len(configs) > 1:
+    stack.check_stackable(configs)
+  active = [True] * len(configs) if active is None else list(active)
+  workdirs = [w if on else None for w, on in zip(workdirs, active)]
+  mesh = parallel.make_mesh(configs[0].get("mesh", parallel.DEFAULT_MESH), len(configs))
+  parallel.check_batch_size(configs[0].train.batch_size, mesh)
+  along_members = mesh.shape["members"]
+  if len(configs) % along_members:  # frozen slots fill the last row of the mesh
+    pad = along_members - len(configs) % along_members
+    log.info("%d frozen slots make the stack of %d divide over mesh.members=%d", pad,
+             len(configs), along_members)
+    return train_members(configs + configs[-1:] * pad, workdirs + [None] * pad, on_member_end,
+                         max_members, active + [False] * pad, config_mismatch)[:len(configs)]
+  devices = parallel.describe(mesh)
+  log.info("devices: %s", parallel.summary(devices))  # the first line of a run's log
+  members = [Member(k, c, w, config_mismatch) for k, (c, w) in enumerate(zip(configs, workdirs))]
+  live = [m for m in members if m.training]
+  for m in members:
+    if m.state == DONE and on_member_end is not None:
+      on_member_end(m.slot, m.finished_results(), None)
+  if not live:
+    return [m.finished_results() if m.state == DONE else None for m in members]
+  t_load = time.time()
+  for m in live:
+    m.start_warm()
+  log.info("loading %s (and the vocabularies) ...", configs[0].dataset.name)
+  dataset = load_shared_data(live)
+  log.info("loaded %d training pairs in %.1f s; vocabularies: %d source, %d target tokens",
+           len(dataset.arrays["train"][0]), time.time() - t_load, len(dataset.src_vocab),
+           len(dataset.tgt_vocab))
+  faults.point("loaded")
+  model = models.build(configs[0].model, len(dataset.src_vocab), len(dataset.tgt_vocab))
+  tc = configs[0].train
+  tx = optim.optimizer_from_config(tc)
+  batches = [data.TrainBatches(*dataset.arrays["train"], tc.batch_size, c.seed,
+                               c.dataset.get("bucket_boundaries", ())) for c in configs]
+  sampling = any(stack.needs_sampling(c) for c in configs)
+  # Members spread over devices are vmapped (the partitioner splits the member axis).
+  vmap_width = None if along_members > 1 else stack.default_vmap_width()
+  step_fn = stack.make_stacked_train_step(model, tc, sampling, vmap_width, len(configs))
+  t_init = time.time()
+  if max_members is None and len(configs) > 1:
+    one = (stack.stack_trees([members[0].initial_state(model, tx, batches[0])]),
+           stack.stacked_batch(batches[:1], 0), stack.stack_trees([jax.random.PRNGKey(0)]),
+           stack.stack_trees([stack.member_hyper(configs[0])]), jnp.ones(1, bool))
+    footprint = member_footprint_bytes(step_fn, one)
+    max_members = along_members * max(
+        1, int(MEMORY_FRACTION * device_memory_bytes() // max(footprint, 1)))
+    log.info("one member needs %.1f MB; %d fit in %.1f GB free", footprint / 1e6,
+             max_members, device_memory_bytes() / 1e9)
+  if max_members is not None and len(configs) > max_members:
+    return _train_in_parts(configs, workdirs, on_member_end, max_members, active,
+                           config_mismatch, along_members)
+  states = [m.initial_state(model, tx, b) for m, b in zip(members, batches)]
+  log.info("initialised the model (%s parameters) in %.1f s; compiling the training step ...",
+           f"{sum(x.size for x in jax.tree.leaves(states[0].params)):,}", time.time() - t_init)
+  for m in live:
+    m.open_checkpoints()
+  start, restored = restore_members(live, [states[m.slot] for m in live])
+  for m, state in zip(live, restored):
+    states[m.slot] = state
+    if not start and m.warm is not None:  # a fresh run: the other run's params, step 0
+      states[m.slot] = m.warm.into(state, tx)
+  for m in live:
+    m.open_files(start, states[m.slot], devices, log_config=len(configs) == 1)
+  return _Loop(model, dataset, members, batches, states, start, mesh, step_fn,
+               on_member_end).train()
+
+
+def _train_in_parts(configs, workdirs, on_member_end, max_members, active, config_mismatch,
+                    along_members) -> list:
+  """A stack larger than the device holds, as several stacks one after the other."""
+  parts = -(-len(configs) // max_members)
+  size = -(-len(configs) // parts // along_members) * along_members
+  log.warning("a stack of %d members does not fit the device (at most %d): training %d "
+              "stacks of up to %d, one after the other", len(configs), max_members, parts, size)
+  results = []
+  for start in range(0, len(configs), size):
+    end = min(start + size, len(configs))
+
+    def shifted(k, *args, start=start):
+      if on_member_end is not None:
+        on_member_end(start + k, *args)
+    results += train_members(configs[start:end], workdirs[start:end], shifted, size,
+                             active[start:end], config_mismatch)
+  return results
+
+
+class _Loop:
+  """The stacked state and the schedule of one training loop over `members`."""
+
+  def __init__(self, model, dataset, members, batches, states, start, mesh, step_fn,
+               on_member_end):
+    self.model, self.dataset, self.members, self.batches = model, dataset, members, batches
+    self.start, self.mesh, self.on_member_end = start, mesh, on_member_end
+    self.configs = [m.config for m in members]
+    self.tc, self.cfg_eval = self.configs[0].train, self.configs[0].eval
+    self.results = [m.finished_results() if m.state == DONE else None for m in members]
+    by_member = parallel.member_sharding(mesh)
+    self.batch_sharding = parallel.batch_sharding(mesh, stacked=True)
+    self.state, self.rngs, self.hypers = jax.device_put(
+        (stack.stack_trees(states), stack.stack_trees([jax.random.PRNGKey(c.seed)
+                                                       for c in self.configs]),
+         stack.stack_trees([stack.member_hyper(c) for c in self.configs])), by_member)
+    self.step_fn = jax.jit(step_fn, in_shardings=(by_member, self.batch_sharding, by_member,
+                                                  by_member, by_member),
+                           out_shardings=by_member, donate_argnums=(0,))
+    self.t_start = time.time()
+
+  def training(self) -> list[Member]:
+    return [m for m in self.members if m.state == TRAINING]
+
+  def _global_batch(self, position):
+    """The stacked batch `[K, batch, len]` as one array over the mesh; each device
+    takes its block of it."""
+    full = stack.stacked_batch(self.batches, position)
+    return {side: jax.make_array_from_callback(x.shape, self.batch_sharding,
+                                                lambda index, x=x: x[index])
+            for side, x in full.items()}
+
+  def _alive(self):
+    return jax.device_put(jnp.asarray([m.state == TRAINING for m in self.members]),
+                          parallel.member_sharding(self.mesh))
+
+  def train(self) -> list:
+    tc = self.tc
+    progress = workdir_files.Progress(tc.num_steps, self.start)
+    if len(self.members) > 1:
+      log.info("training %d members as one stack (%d slots) from step %d",
+               len(self.training()), len(self.members), self.start)
+    alive, interval, t_interval, untimed = self._alive(), [], time.time(), None
+    with StopSignals() as stop:  # Ctrl-C and SIGTERM end the run at a step boundary
+      for i in range(self.start, tc.num_steps):
+        for m in self.members:
+          if m.state == STOPPED and self.training():  # the others train on after it
+            self._finish_stopped(m)
+        if not self.training():
+          break
+        if stop.signum is not None:
+          self._stop(stop.signum, i)
+        self.state, metrics = self.step_fn(self.state, self._global_batch(i), self.rngs,
+                                           self.hypers, alive)
+        alive = metrics["alive"]
+        interval.append(metrics)
+        done = i + 1
+        if i == self.start:  # compiled (or read from the cache) on the first call: not training
+          jax.block_until_ready(metrics)
+          log.info("compiled the training step and ran step %d in %.1f s", done,
+                   time.time() - t_interval)
+          untimed, t_interval = np.asarray(parallel.to_host(metrics["num_tokens"])), time.time()
+          progress.restart(done)
+        if done % tc.log_every_steps == 0 or done == tc.num_steps:
+          self._log_interval(interval, done, t_interval, untimed, progress)
+          interval, t_interval, untimed = [], time.time(), None
+        is_eval = done % self.cfg_eval.every_steps == 0 or done == tc.num_steps
+        stopping = self._evaluate_dev(done, progress) if is_eval else []
+        if is_eval or done % tc.checkpoint_every_steps == 0:
+          for m in self.training():
+            score = m.dev["metrics"][m.best_metric] if is_eval and m.offer_best else None
+            m.ckpt.save(done, stack.member_tree(self.state, m.slot),
+                        {"step": done, "data_position": done}, score=score)
+          faults.point("saving", done)
+          t_interval = time.time()  # tokens_per_s counts training time only
+        for m in stopping:
+          m.state, m.end = STOPPED, done
+          progress.message(f"step {done}: {self._who(m)}{m.stopper.reason()}")
+        if stopping:
+          alive = self._alive()
+    for m in self.members:
+      if m.state == STOPPED:
+        self._finish_stopped(m)
+    self._finish_at_the_last_step()
+    return self.results
+
+  def _who(self, m: Member) -> str:
+    """How a log line names a member: not at all in a solo run."""
+    return f"{m.name}: " if len(self.members) > 1 else ""
+
+  def _log_interval(self, interval, done, t_interval, untimed, progress) -> None:
+    stats = parallel.to_host(interval)
+    seconds = time.time() - t_interval  # after to_host: the interval's steps have run
+    slots = len(self.members)
+    written, tokens = [], 0.0
+    for m in self.training():
+      own = [{name: value[m.slot] for name, value in s.items()} for s in stats]
+      if not all(s["alive"] for s in own):
+        where = " (frozen in its stack, the other members trained on)" if slots > 1 else ""
+        self._fail(m, records.nonfinite_message(own, done, m.ckpt, m.workdir, where))
+        continue
+      skipped = 0.0 if untimed is None else float(untimed[m.slot])
+      # A member's own tokens over the interval's time: how fast it trains in its stack.
+      record = records.train_record(own, done, seconds, skipped)
+      m.writer.write(record)
+      written.append(record)
+      tokens += sum(float(s["num_tokens"]) for s in own) - skipped
+    faults.point("train_record", done)
+    if written:
+      progress.update(done, {"loss": float(np.mean([r["loss"] for r in written])),
+                             "tokens_per_s": tokens / max(seconds, 1e-9)})
+
+  def _fail(self, m: Member, message: str) -> None:
+    m.state, m.error = FAILED, "FloatingPointError: " + message
+    if self.on_member_end is None:  # a solo run: its one error line
+      raise FloatingPointError(message)
+    log.error("member %s failed: %s", m.name, m.error)
+    m.writer.close()
+    self.on_member_end(m.slot, None, m.error)
+
+  def _evaluate(self, split: str, params) -> list[dict]:
+    """Every slot's evaluation of `split`: one stacked program (one model for a stack of one)."""
+    if len(self.members) == 1:
+      return [evaluate.evaluate(self.model, stack.member_tree(params, 0), self.dataset, split,
+                                self.cfg_eval, mesh=self.mesh)]
+    return evaluate.evaluate_members(self.model, params, len(self.members), self.dataset, split,
+                                     self.cfg_eval, self.mesh)
+
+  def _record(self, m: Member, split: str, done: int, prefix: str, result: dict) -> dict:
+    return records.record_evaluation(m.config, self.model,
+                                     stack.member_tree(self.state.params, m.slot), self.dataset,
+                                     split, done, m.writer, m.workdir, prefix, result)
+
+  def _evaluate_dev(self, done: int, progress) -> list[Member]:
+    """Evaluates and records dev; returns the members whose early stopping says stop."""
+    results = self._evaluate("dev", self.state.params)
+    faults.point("evaluated", done)
+    prefix = "final_dev" if done == self.tc.num_steps else f"{done:07d}"
+    for m in self.training():
+      m.dev = self._record(m, "dev", done, prefix, results[m.slot])
+    faults.point("dev_record", done)
+    stopping = []
+    for m in self.training():
+      metrics = m.dev["metrics"]
+      if len(self.members) == 1:
+        worst = min(m.dev["exact_match_by_length"], key=lambda r: r["exact_match"])
+        progress.message(f"step {done}: dev loss {metrics['loss']:.4f} BLEU {metrics['bleu']:.2f} "
+                         f"chrF {metrics['chrf']:.2f} exact match {metrics['exact_match']:.4f} "
+                         f"(lowest by source length: {worst['exact_match']:.4f} at "
+                         f"{worst['bucket']})")
+      if m.stopper.update(done, metrics):
+        stopping.append(m)
+      m.offer_best = not m.stopping or m.stopper.best_step == done  # only improvements count
+    if len(self.members) > 1:
+      bleus = " ".join(f"{m.dev['metrics']['bleu']:.2f}" for m in self.training())
+      progress.message(f"step {done}: dev BLEU of the members {bleus}")
+    return stopping
+
+  def _stop(self, signum: int, step_number: int):
+    """Completes the saves in flight and raises `RunInterrupted`."""
+    opened = [m for m in self.members if m.ckpt is not None and m.state != DONE]
+    for m in opened:
+      m.ckpt.wait()  # a save in flight completes; then the process may end
+    saved = [m.ckpt.last.latest_step() for m in opened]  # the members save together
+    for m in opened:
+      if m.state != FAILED:
+        m.close()
+    raise RunInterrupted(signum, step_number, None if None in saved else min(saved))
+
+  def _finish_stopped(self, m: Member) -> None:
+    """A member stopped early: its best model (best/ keeps the stopper's best) is
+    evaluated on dev and test alone, as its solo run evaluates it."""
+    m.ckpt.wait()
+    best, meta = m.ckpt.restore("best", stack.member_tree(self.state, m.slot))
+    best = jax.device_put(best, parallel.replicated(self.mesh))
+    model_step = int(meta["step"])
+    ending = {"step": m.end, "model_step": model_step, "reason": f"{m.stopper.reason()}; "
+              f"stopped at step {m.end}, evaluating the model of step {model_step}"}
+    if parallel.is_primary() and model_step != self.tc.num_steps:
+      records.plots_as_final(m.workdir, model_step)
+    dev = evaluate.evaluate(self.model, best.params, self.dataset, "dev", self.cfg_eval,
+                            mesh=self.mesh)
+    test = records.evaluate_and_record(m.config, self.model, best.params, self.dataset, "test",
+                                       model_step, m.writer, m.workdir, "final_test", self.mesh)
+    self._complete(m, {"dev": dev, "test": test}, ending)
+
+  def _finish_at_the_last_step(self) -> None:
+    """The members that trained to `num_steps`: their dev results (recorded at the
+    last step, or evaluated now if this run resumed there) and test, recorded."""
+    last = self.tc.num_steps
+    finishing = self.training()
+    if not finishing:
+      return
+    for m in finishing:
+      m.ckpt.wait()
+    if any(m.dev is None for m in finishing):  # resumed after the last step
+      results = self._evaluate("dev", self.state.params)
+      for m in finishing:
+        m.dev = m.dev or results[m.slot]
+    test = self._evaluate("test", self.state.params)
+    faults.point("evaluated", last)
+    for m in finishing:
+      result = self._record(m, "test", last, "final_test", test[m.slot])
+      self._complete(m, {"dev": m.dev, "test": result},
+                     {"step": last, "model_step": last, "reason": "num_steps"})
+
+  def _complete(self, m: Member, results: dict, ending: dict) -> None:
+    faults.point("test_record")
+    records.write_outputs(m.workdir, m.config, self.model, results, time.time() - self.t_start,
+                          ending)
+    faults.point("outputs")
+    log.info("%sdone at step %d: %s; report: %s", self._who(m), ending["step"], "; ".join(
+        f"{split} BLEU {r['metrics']['bleu']:.2f} exact match {r['metrics']['exact_match']:.4f}"
+        for split, r in results.items()), m.workdir / "report.md")
+    m.state = DONE
+    m.close()
+    self.results[m.slot] = results
+    if self.on_member_end is not None:
+      self.on_member_end(m.slot, results, None)

@@ -1,0 +1,148 @@
+"""One member of a training loop: its workdir's files and its bookkeeping.
+
+A solo run is a stack of one member; a stacked sweep trains K. Each member has
+what a run has on its own: its config, workdir (config.json, vocabularies,
+metrics.jsonl, TensorBoard events, checkpoints, predictions, report.md,
+finished.json, attention maps), warm start, early stopper and data order.
+`training.loop` owns the shared step and decides when to log, evaluate and save.
+"""
+
+import logging
+from pathlib import Path
+
+import jax
+
+from seq2seq_jax import data
+from seq2seq_jax.training import checkpoints, early_stopping, faults, step, warm_start
+from seq2seq_jax.training import workdir as workdir_files
+
+log = logging.getLogger(__name__)
+
+TRAINING, STOPPED, FAILED, DONE, FROZEN = "training", "stopped", "failed", "done", "frozen"
+
+
+class Member:
+  """Slot `slot` of a stack: `config` trained in `workdir` (None: a frozen slot,
+  kept so that the program is the whole stack's; it touches no files)."""
+
+  def __init__(self, slot: int, config, workdir: Path | None, config_mismatch: str = "error"):
+    self.slot, self.config, self.config_mismatch = slot, config, config_mismatch
+    self.workdir = None if workdir is None else Path(workdir).resolve()
+    self.state = TRAINING if self.workdir is not None else FROZEN
+    self.finished = self.warm = self.ckpt = self.writer = self.stopper = self.dev = None
+    self.error, self.offer_best = "", False  # offer_best: this evaluation goes to best/
+    self.end = config.train.num_steps  # the step where training ends (early: sooner)
+    stop_settings = early_stopping.settings(config.train)
+    self.stopping = stop_settings["patience"] > 0
+    # best/ keeps the best by dev BLEU, or, stopping early, the stopper's best model
+    self.best_metric = stop_settings["metric"] if self.stopping else "bleu"
+    if self.workdir is not None:
+      workdir_files.check_config(config, self.workdir, config_mismatch)
+      self.finished = early_stopping.read_finished(config, self.workdir)
+      if self.finished is not None:  # a rerun of the same command: nothing left to do
+        log.info("%s finished at step %d (%s); nothing to do; report: %s", self.workdir,
+                 self.finished["step"], self.finished["reason"], self.workdir / "report.md")
+        self.state = DONE
+
+  @property
+  def name(self) -> str:
+    return self.workdir.name if self.workdir is not None else f"slot {self.slot}"
+
+  @property
+  def training(self) -> bool:
+    return self.state == TRAINING
+
+  def finished_results(self) -> dict:
+    """The final metrics of a run that had finished before this process started."""
+    return {split: {"metrics": self.finished[split]} for split in ("dev", "test")}
+
+  def start_warm(self) -> None:
+    """`train.init_from`, read when the member has no checkpoint of its own yet."""
+    init_from = self.config.train.get("init_from", "")
+    if init_from and not any((self.workdir / "checkpoints" / "last").glob("[0-9]*")):
+      self.warm = warm_start.WarmStart(init_from)  # a resumed run restores its own
+      self.warm.check_vocabularies(self.workdir)
+      log.info("warm start from %s (%s checkpoint), with its vocabularies",
+               self.warm.directory, self.warm.checkpoint)
+
+  def initial_state(self, model, tx, batches: data.TrainBatches):
+    """The state a solo run starts from: the seed's init on its first batch."""
+    return step.init_state(model, tx, jax.random.PRNGKey(self.config.seed), batches(0))
+
+  def open_checkpoints(self) -> checkpoints.Checkpoints:
+    tc = self.config.train
+    self.ckpt = checkpoints.Checkpoints(
+        self.workdir / "checkpoints", tc.keep_checkpoints, best_metric=self.best_metric,
+        higher_is_better=early_stopping.HIGHER_IS_BETTER[self.best_metric])
+    return self.ckpt
+
+  def open_files(self, start: int, state, devices: dict, log_config: bool) -> None:
+    """config.json and environment.json, then the metric writer and the early
+    stopper as the run resumed at `start` left them; completes a `best/` that
+    a stop between an evaluation's two saves left out."""
+    # After the data's and the warm start's errors: a failed start leaves no config.json
+    # to refuse the corrected command.
+    workdir_files.prepare(self.config, self.workdir, self.config_mismatch, devices)
+    faults.point("prepared")
+    if log_config:
+      log.info("config (also %s):\n%s", self.workdir / "config.json", self.config)
+    if start:
+      log.info("resumed from %s at step %d", self.workdir / "checkpoints", start)
+      faults.point("restored")
+    self.writer = workdir_files.MetricWriter(self.workdir, start)
+    self.stopper = early_stopping.EarlyStopping(self.config.train, self.writer.kept)
+    if self.stopper.should_stop:  # stopped, then killed before its final evaluation
+      self.state, self.end = STOPPED, start
+    every = self.config.eval.every_steps
+    if start and (start % every == 0 or start == self.config.train.num_steps):
+      score = self.writer.dev_metric(start, self.best_metric)
+      if score is not None and (not self.stopping or self.stopper.best_step == start):
+        self.ckpt.repair_best(start, state, {"step": start, "data_position": start}, score)
+
+  def close(self) -> None:
+    if self.writer is not None:
+      self.writer.close()
+    if self.ckpt is not None:
+      self.ckpt.close()
+
+
+def restore_members(members: list[Member], templates: list) -> tuple[int, list]:
+  """Every member's state at the newest checkpoint step they can all read (0 and
+  the `templates`: none). An unreadable checkpoint is moved aside (its step is
+  trained again); a member none of whose checkpoints reads is a CheckpointError."""
+  common = set.intersection(*[set(m.ckpt.last.all_steps()) for m in members])
+  if not common and any(m.ckpt.last.all_steps() for m in members):
+    log.warning("the members have no checkpoint step in common; all start from step 0")
+  while common:
+    newest = max(common)
+    restored = [m.ckpt.restore_latest(t, steps=sorted(common)) for m, t in zip(members, templates)]
+    reached = min(int(meta["step"]) for _, meta in restored)
+    if reached == newest:
+      for m, (_, meta) in zip(members, restored):
+        if meta["data_position"] != newest:
+          raise checkpoints.CheckpointError(f"{m.ckpt.directory}: checkpoint {newest}: data "
+                                            f"position {meta['data_position']} != step")
+      if len(members) > 1:
+        log.info("resumed %d members at step %d", len(members), newest)
+      return newest, [state for state, _ in restored]
+    common = {s for s in common if s <= reached}  # some member's newer ones were unreadable
+  return 0, templates
+
+
+def load_shared_data(members: list[Member]) -> data.Dataset:
+  """The dataset once (a stack's members share `config.dataset`), with the first
+  member's vocabularies (or its warm start's); every member's workdir gets them,
+  as a solo run's would."""
+  first = members[0]
+  warm = first.warm and (first.warm.src_vocab, first.warm.tgt_vocab)
+  dataset = workdir_files.load_data(first.config, first.workdir, warm)
+  for m in members[1:]:
+    for name in ("vocab_src.json", "vocab_tgt.json"):
+      own, theirs = m.workdir / name, first.workdir / name
+      if not own.exists():
+        m.workdir.mkdir(parents=True, exist_ok=True)
+        own.write_bytes(theirs.read_bytes())
+      elif own.read_bytes() != theirs.read_bytes():
+        raise ValueError(f"{own} differs from {theirs}: the member was started with another "
+                         "vocabulary; use a fresh workdir for it")
+  return dataset
