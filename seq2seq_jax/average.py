@@ -18,8 +18,8 @@ from absl import flags
 import jax
 import numpy as np
 
-from seq2seq_jax import cli, data, evaluate, files, trained
-from seq2seq_jax.training import checkpoints
+from seq2seq_jax import cli, data, evaluate, files
+from seq2seq_jax.training import checkpoints, trained
 from seq2seq_jax.training import workdir as workdir_files
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training workdir.")

@@ -145,8 +145,8 @@ def parse_workdir_flags(argv, workdir_flag, level: int) -> None:
 
 def start_processes() -> None:
   """`jax.distributed` from the `--coordinator_address/--num_processes/--process_id`
-  flags or the launcher's environment (`training.parallel.initialize`); one line on failure."""
-  from seq2seq_jax.training import parallel  # imports jax: not needed to print an error
+  flags or the launcher's environment (`parallel.initialize`); one line on failure."""
+  from seq2seq_jax import parallel  # imports jax: not needed to print an error
   f = flags.FLAGS
   try:
     parallel.initialize(f.coordinator_address, f.num_processes, f.process_id)

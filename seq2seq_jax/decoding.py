@@ -21,106 +21,22 @@ Length penalty (beam search ranks finished hypotheses by `log_prob / lp(len)`,
 or `average` `len ** alpha` (alpha 1: the per-token average); alpha 0 is off.
 """
 
-import dataclasses
 import functools
-import math
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+# The options and the output, re-exported: `decoding.DecodeOptions` is the API.
+from seq2seq_jax.decode_options import (  # noqa: F401
+  LENGTH_PENALTIES,
+  DecodeOptions,
+  Hypotheses,
+  length_penalty,
+  max_length,
+)
 from seq2seq_jax.tokens import EOS_ID, PAD_ID, SOS_ID
-
-LENGTH_PENALTIES = ("gnmt", "average")
-
-
-class Hypotheses(NamedTuple):
-  """Decoder output; N is 1 for greedy, the beam size or the number of samples.
-
-  Attributes:
-    tokens: `[batch, N, max_len]` int32, `<pad>` after each hypothesis's end.
-    lengths: `[batch, N]` tokens produced, the `<eos>` included.
-    scores: `[batch, N]` the ranking score (log-prob over the length penalty),
-      best first for beam search.
-    log_probs: `[batch, N]` the model's log-probability of `tokens[:lengths]`.
-    attention: `[batch, N, max_len, src_len]` the attention weights of each
-      produced token (None for a model without attention, or when not asked).
-  """
-  tokens: jax.Array
-  lengths: jax.Array
-  scores: jax.Array
-  log_probs: jax.Array
-  attention: jax.Array | None
-
-
-def _is_int(value) -> bool:
-  return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-@dataclasses.dataclass(frozen=True)
-class DecodeOptions:
-  """How to decode, checked on construction; the field names are `config.eval`'s.
-
-  Attributes:
-    beam_size: 1 is greedy, more is beam search.
-    length_penalty: alpha of the length penalty; 0 turns it off (for greedy
-      and sampling it only changes the reported scores).
-    length_penalty_type: `gnmt` or `average`, see `length_penalty`.
-    max_len_a, max_len_b: at most `floor(a * source length + b)` output tokens.
-    temperature: > 0 samples instead of searching.
-    top_k: sampling from the k most probable tokens only (0: all).
-    num_samples: samples a sentence.
-    with_attention: return the attention weights of every produced token.
-  """
-  beam_size: int = 1
-  length_penalty: float = 0.6
-  length_penalty_type: str = "gnmt"
-  max_len_a: float = 2.0
-  max_len_b: int = 10
-  temperature: float = 0.0
-  top_k: int = 0
-  num_samples: int = 1
-  with_attention: bool = True
-
-  def __post_init__(self):
-    if self.length_penalty_type not in LENGTH_PENALTIES:
-      raise ValueError(f"length_penalty_type={self.length_penalty_type!r} is not valid; "
-                       f"valid choices: {', '.join(LENGTH_PENALTIES)}")
-    for name in ("length_penalty", "max_len_a", "temperature"):
-      value = getattr(self, name)
-      if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) \
-          or not 0.0 <= value < math.inf:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-      object.__setattr__(self, name, float(value))  # one compiled program for 5 and 5.0
-    for name, low in (("beam_size", 1), ("max_len_b", -10**9), ("top_k", 0),
-                      ("num_samples", 1)):
-      value = getattr(self, name)
-      if not _is_int(value) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}"
-                         if name != "max_len_b" else f"max_len_b must be an int, got {value!r}")
-      object.__setattr__(self, name, int(value))
-
-  @classmethod
-  def from_eval_config(cls, cfg_eval, **overrides) -> "DecodeOptions":
-    """The options of an `eval` config section (a field a saved config lacks
-    gets its default), with `overrides` on top; TypeError or ValueError name
-    the field."""
-    fields = ("beam_size", "length_penalty", "length_penalty_type", "max_len_a", "max_len_b")
-    values = {f: cfg_eval[f] for f in fields if f in cfg_eval}
-    return cls(**{**values, **overrides})
-
-
-def length_penalty(lengths: jax.Array, alpha, kind: str = "gnmt") -> jax.Array:
-  """The divisor of a hypothesis's log-prob: gnmt `((5+len)/6)**alpha`, or `len**alpha`."""
-  lengths = jnp.asarray(lengths, jnp.float32)
-  base = (5.0 + lengths) / 6.0 if kind == "gnmt" else lengths
-  return base ** jnp.asarray(alpha, jnp.float32)
-
-
-def max_length(src_len: int, max_len_a: float, max_len_b: int) -> int:
-  """The longest output allowed for sources of (padded) length `src_len`."""
-  return max(1, int(math.floor(max_len_a * src_len + max_len_b)))
 
 
 def _limits(src, max_len_a, max_len_b, max_len):
@@ -250,8 +166,10 @@ def _single_path(model, params, src, rng, temperature, max_len_a, max_len_b, alp
                     attention=None if out.attention is None else out.attention[:, None])
 
 
-def greedy(model, params, src,
-           options: DecodeOptions = DecodeOptions(length_penalty=0.0)) -> Hypotheses:
+_GREEDY = DecodeOptions(length_penalty=0.0)
+
+
+def greedy(model, params, src, options: DecodeOptions = _GREEDY) -> Hypotheses:
   """Greedy decoding of `src [batch, src_len]`: the most probable token at every step.
 
   The length penalty only changes the reported `scores` (off by default).

@@ -8,16 +8,14 @@ detokenized text.
 import dataclasses
 import functools
 import math
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import sacrebleu
 
-from seq2seq_jax import decoding
+from seq2seq_jax import decoding, parallel
 from seq2seq_jax.tokens import PAD_ID
-from seq2seq_jax.training import parallel, stack
 
 LENGTH_BUCKETS = (5, 10, 15, 20, 30, 40, 60, 10**9)  # upper bounds of source lengths
 
@@ -38,12 +36,12 @@ def batches(arrays, batch_size: int):
 @functools.partial(jax.jit, static_argnames=("model", "options", "width"))
 def _decode_members(model, params, src, options, width):
   """`decoding.decode` of every member of stacked `params` (leading axis), one program."""
-  return stack.map_members(lambda p: decoding.decode(model, p, src, options), (params,), width)
+  return parallel.map_members(lambda p: decoding.decode(model, p, src, options), (params,), width)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "width"))
 def _forced_members(model, params, src, tgt, width):
-  return stack.map_members(lambda p: decoding.forced_log_probs(model, p, src, tgt)[0],
+  return parallel.map_members(lambda p: decoding.forced_log_probs(model, p, src, tgt)[0],
                            (params,), width)
 
 
@@ -65,33 +63,68 @@ def _on_mesh(arrays, mesh):
 
 
 def decode_corpus(model, params, src: np.ndarray, batch_size: int,
-                  options: decoding.DecodeOptions, stacked: bool = False,
-                  mesh=None) -> decoding.Hypotheses:
-  """Greedy or beam search (as `options` say) over `src [N, src_len]` in batches.
+                  options: decoding.DecodeOptions, stacked: bool = False, mesh=None,
+                  by_length: bool = False, seed: int = 0) -> decoding.Hypotheses:
+  """Greedy, beam search or sampling (as `options` say) over `src [N, src_len]`
+  in batches: the one corpus decoder of evaluation and `translate`.
 
-  With `stacked`, `params` has a leading member axis and so has every output.
-  With a `mesh`, each batch is split over its `data` axis (`params` placed on it).
+  Evaluation's batches (the default) follow the corpus order at its width, the
+  last padded with copies of row 0, so that one compiled shape serves them all.
+  With `by_length` (translate's), sentences are batched longest first and each
+  batch is cut to its longest sentence, rounded up to a multiple of 8 tokens (few
+  shapes to compile, little padding). Sampling draws batch j's numbers from
+  `fold_in(PRNGKey(seed), j)`. With `stacked`, `params` has a leading member axis
+  and so has every output. With a `mesh`, each batch is split over its `data`
+  axis (`params` placed on it).
 
-  Returns numpy `Hypotheses` over all N sentences.
+  Returns numpy `Hypotheses` over all N sentences, in corpus order (a batch's
+  outputs padded to the longest: `<pad>` tokens, zero attention).
   """
-  batch_size = _batch_size(batch_size, len(src), mesh)
+  if by_length:
+    lengths = np.sum(src != PAD_ID, axis=1)
+    order = np.argsort(-lengths, kind="stable")
+    groups = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    chunks = [(src[g, :-(-max(1, lengths[g].max()) // 8) * 8], len(g)) for g in groups]
+  else:
+    order = np.arange(len(src))
+    chunks = [(chunk, real) for (chunk,), real in
+              batches([src], _batch_size(batch_size, len(src), mesh))]
   parts = []
-  for chunk, real in batches([src], batch_size):
-    (chunk,) = _on_mesh(chunk, mesh)
+  for number, (chunk, real) in enumerate(chunks):
+    (chunk,) = _on_mesh([chunk], mesh)
     if stacked:
       out = _decode_members(model, params, chunk, options, _vmap_width(mesh))
       parts.append(jax.tree.map(lambda x, r=real: x[:, :r], parallel.to_host(out)))
     else:
-      out = decoding.decode(model, params, chunk, options)
+      out = decoding.decode(model, params, chunk, options,
+                            rng=jax.random.fold_in(jax.random.PRNGKey(seed), number))
       parts.append(jax.tree.map(lambda x, r=real: x[:r], parallel.to_host(out)))
-  return jax.tree.map(lambda *xs: np.concatenate(xs, axis=1 if stacked else 0), *parts)
+  rows = 1 if stacked else 0
+  joined = jax.tree.map(lambda *xs: np.concatenate(_padded(xs, rows), axis=rows), *parts)
+  if not by_length:
+    return joined
+  back = np.argsort(order)  # row i of the corpus is row back[i] of the sorted outputs
+  return jax.tree.map(lambda x: np.take(x, back, axis=rows), joined)
+
+
+def _padded(arrays, rows: int) -> list:
+  """Batch outputs padded to the widest in every axis after `rows` and the
+  hypotheses' (the tokens with `<pad>`, the attention with zeros)."""
+  shape = np.max([a.shape for a in arrays], axis=0)
+  out = []
+  for a in arrays:
+    pad = [(0, 0)] * (rows + 2) + [(0, int(n - m)) for n, m in zip(shape[rows + 2:],
+                                                                   a.shape[rows + 2:])]
+    out.append(np.pad(a, pad, constant_values=PAD_ID if a.dtype.kind == "i" else 0)
+               if any(p for _, p in pad) else a)
+  return out
 
 
 def _vmap_width(mesh):
   """Members spread over a mesh are vmapped; `lax.map` would visit them one by one."""
   if mesh is not None and mesh.shape["members"] > 1:
     return None
-  return stack.default_vmap_width()
+  return parallel.default_vmap_width()
 
 
 def forced_loss(model, params, src, tgt, batch_size, stacked: bool = False, mesh=None):
@@ -234,77 +267,3 @@ def attention_heads(model, params, src_ids: np.ndarray, out_ids: np.ndarray):
   if jax.eval_shape(heads, src, tgt) is None:  # traced only: 0.1 s, not a 4 s RNN forward
     return None
   return np.asarray(heads(src, tgt)[0])
-
-
-# Plots of any corpus' tokens: DejaVu Sans (Latin, Greek, Cyrillic, Arabic, Hebrew),
-# then a CJK font (Debian's fonts-noto-cjk, which `make setup` installs, or the
-# system's own on macOS / Windows); matplotlib takes each glyph from the first
-# font of the list that has it.
-PLOT_FONTS = ("DejaVu Sans", "Noto Sans CJK JP", "Source Han Sans", "Apple SD Gothic Neo",
-              "Hiragino Sans", "PingFang SC", "Malgun Gothic", "Microsoft YaHei")
-FONT_FILES = ("/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
-              "/usr/share/fonts/opentype/noto/NotoSansCJK-Bold.ttc")
-
-
-def _pyplot(texts=()):
-  # Imported here: pyplot adds 0.5 s to every start-up (measured; translate and
-  # the sweep driver import this module), and the backend must be set first.
-  import matplotlib
-  matplotlib.use("Agg")
-  from matplotlib import font_manager
-  import matplotlib.pyplot as plt
-  # The CJK fonts only for text that needs them (U+2E80 on: loading one costs 0.4 s).
-  if not any(ord(c) >= 0x2E80 for text in texts for c in text):
-    matplotlib.rcParams["font.family"] = [PLOT_FONTS[0]]
-    return plt
-  names = {f.name for f in font_manager.fontManager.ttflist}
-  if "Noto Sans CJK JP" not in names:  # installed after matplotlib cached its font list
-    for path in FONT_FILES:
-      if Path(path).exists():
-        font_manager.fontManager.addfont(path)
-    names = {f.name for f in font_manager.fontManager.ttflist}
-  matplotlib.rcParams["font.family"] = [n for n in PLOT_FONTS if n in names] or ["sans-serif"]
-  return plt
-
-
-def plot_attention_heads(heads, src_tokens, out_tokens, path, title=""):
-  """One PNG: a grid of `heads [layers, heads, out_len, src_len]`, a row a layer."""
-  plt = _pyplot([*src_tokens, *out_tokens, title])
-  heads = np.asarray(heads)[:, :, :len(out_tokens), :len(src_tokens)]
-  rows, cols = heads.shape[:2]
-  cell_w, cell_h = 0.8 + 0.18 * len(src_tokens), 0.8 + 0.14 * len(out_tokens)
-  fig, axes = plt.subplots(rows, cols, figsize=(cols * cell_w + 1.0, rows * cell_h + 0.8),
-                           squeeze=False)
-  for layer in range(rows):
-    for head in range(cols):
-      ax = axes[layer, head]
-      image = ax.imshow(heads[layer, head], cmap="viridis", aspect="auto", vmin=0.0, vmax=1.0)
-      ax.set_title(f"layer {layer + 1}, head {head + 1}", fontsize=7)
-      bottom, left = layer == rows - 1, head == 0
-      ax.set_xticks(range(len(src_tokens)), src_tokens if bottom else [], rotation=90,
-                    fontsize=5)
-      ax.set_yticks(range(len(out_tokens)), out_tokens if left else [], fontsize=5)
-  if title:
-    fig.suptitle(title, fontsize=9)
-  fig.tight_layout(rect=(0, 0, 0.93, 1))
-  fig.colorbar(image, cax=fig.add_axes((0.945, 0.15, 0.015, 0.7)), label="attention weight")
-  fig.savefig(path, dpi=90)
-  plt.close(fig)
-
-
-def plot_attention(weights, src_tokens, out_tokens, path, title=""):
-  """Heatmap of `weights [out_len, src_len]` with the tokens on the axes."""
-  plt = _pyplot([*src_tokens, *out_tokens, title])
-  weights = np.asarray(weights)[:len(out_tokens), :len(src_tokens)]
-  fig, ax = plt.subplots(figsize=(2.6 + 0.45 * len(src_tokens), 1.0 + 0.3 * len(out_tokens)))
-  image = ax.imshow(weights, cmap="viridis", aspect="auto", vmin=0.0, vmax=1.0)
-  fig.colorbar(image, ax=ax, label="attention weight", fraction=0.05, pad=0.02)
-  ax.set_xticks(range(len(src_tokens)), src_tokens, rotation=60, ha="right")
-  ax.set_yticks(range(len(out_tokens)), out_tokens)
-  ax.set_xlabel("source")
-  ax.set_ylabel("output")
-  if title:
-    ax.set_title(title, fontsize=9)
-  fig.tight_layout()
-  fig.savefig(path, dpi=90)
-  plt.close(fig)

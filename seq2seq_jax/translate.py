@@ -20,11 +20,11 @@ from absl import flags
 import jax
 import numpy as np
 
-from seq2seq_jax import cli, decoding, evaluate, files
+from seq2seq_jax import cli, decoding, evaluate, files, parallel, plots
 from seq2seq_jax.data.vocab import tokenize
-from seq2seq_jax.tokens import EOS_ID, UNK_ID
-from seq2seq_jax.trained import load_model
-from seq2seq_jax.training import checkpoints, parallel
+from seq2seq_jax.tokens import UNK_ID
+from seq2seq_jax.training import checkpoints
+from seq2seq_jax.training.trained import load_model
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training workdir.")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", "best",
@@ -120,27 +120,25 @@ def translate(model, params, src_vocab, tgt_vocab, sentences, options: decoding.
   """`options.num_samples` (sampling) or `options.beam_size` translations of each
   sentence: a list (per sentence) of `(score, text, tokens, attention)`, best first.
 
-  With a `mesh` (`params` placed on it) every batch is split over its data axis;
-  a batch padded for it samples other random numbers than the unpadded one.
+  Decoded by `evaluate.decode_corpus` in batches of similar length. With a `mesh`
+  (`params` placed on it) every batch is split over its data axis; a batch padded
+  for it samples other random numbers than the unpadded one.
   """
   ids = [src_vocab.encode(s) for s in sentences]
   nbest = options.num_samples if options.temperature > 0 else options.beam_size
   # A sentence without tokens gets empty outputs and keeps its line.
   results = [[(0.0, "", np.zeros(0, np.int32), None)] * nbest if not r else None for r in ids]
   todo = [i for i, r in enumerate(ids) if r]
-  lengths = [len(ids[i]) for i in todo]
-  for batch_number, batch in enumerate(_length_batches(lengths, batch_size)):
-    idx = [todo[j] for j in batch]
-    src = _pad([ids[i] for i in idx])
-    out = decoding.decode(model, params, _placed(src, mesh), options,
-                          rng=jax.random.fold_in(jax.random.PRNGKey(seed), batch_number))
-    out = parallel.to_host(out)
-    for row, i in enumerate(idx):
-      results[i] = [(float(out.scores[row, n]), tgt_vocab.decode(out.tokens[row, n]),
-                     out.tokens[row, n, :out.lengths[row, n]],
-                     None if out.attention is None else
-                     out.attention[row, n, :out.lengths[row, n], :len(ids[i])])
-                    for n in range(nbest)]
+  if not todo:
+    return results
+  out = evaluate.decode_corpus(model, params, _pad([ids[i] for i in todo]), batch_size, options,
+                               mesh=mesh, by_length=True, seed=seed)
+  for row, i in enumerate(todo):
+    results[i] = [(float(out.scores[row, n]), tgt_vocab.decode(out.tokens[row, n]),
+                   out.tokens[row, n, :out.lengths[row, n]],
+                   None if out.attention is None else
+                   out.attention[row, n, :out.lengths[row, n], :len(ids[i])])
+                  for n in range(nbest)]
   return results
 
 
@@ -227,10 +225,8 @@ def _plot(results, lines, src_vocab, tgt_vocab, directory: Path,
     if weights is None:  # an empty line
       continue
     src_tokens = src_vocab.tokens(src_vocab.encode(line))
-    out_tokens = tgt_vocab.tokens(tokens) + (["<eos>"] if len(tokens) and tokens[-1] == EOS_ID
-                                             else [])
-    evaluate.plot_attention(weights, src_tokens, out_tokens, directory / f"{i + 1:05d}.png",
-                            title=text)
+    plots.plot_attention(weights, src_tokens, plots.output_tokens(tgt_vocab, tokens),
+                         directory / f"{i + 1:05d}.png", title=text)
 
 
 def main(argv) -> None:

@@ -6,7 +6,8 @@ rounding of kernels of another batch size and width; the tokens exactly."""
 import numpy as np
 import pytest
 
-from seq2seq_jax import decoding, trained
+from seq2seq_jax import decoding
+from seq2seq_jax.training import trained
 
 SOURCES = ["seven", "forty-two thousand, three hundred and one", "three hundred",
            "ninety-nine thousand, nine hundred and ninety-nine", "one", "eighty",

@@ -18,10 +18,15 @@ def _run(module, *args, input=""):
                         input=input, capture_output=True, text=True, timeout=300)
 
 
+def _source(module) -> str:
+  """The CLI module's source (a package's `__main__.py`)."""
+  path = ROOT / "seq2seq_jax" / module
+  return (path / "__main__.py" if path.is_dir() else path.with_suffix(".py")).read_text()
+
+
 def _defined_flags(module) -> set[str]:
   """The flags a module defines, read from its source (absl and ml_collections)."""
-  source = (ROOT / "seq2seq_jax" / f"{module}.py").read_text()
-  return set(re.findall(r"DEFINE_\w+\(\s*\"(\w+)\"", source))
+  return set(re.findall(r"DEFINE_\w+\(\s*\"(\w+)\"", _source(module)))
 
 
 @pytest.mark.parametrize("module", ["main", "sweep", "translate", "average"])
@@ -32,8 +37,10 @@ def test_help_exits_0_and_names_every_flag(module):
   assert len(flags) >= 4
   for name in flags:
     assert re.search(rf"--(\[no\])?{name}\b", proc.stdout), (name, proc.stdout)
-  first = (ROOT / "seq2seq_jax" / f"{module}.py").read_text().split('"""')[1].splitlines()[0]
+  first = _source(module).split('"""')[1].splitlines()[0]
   assert proc.stdout.startswith(first)  # the module's docstring: what it does, how to call it
+  for internal in ("worker", "members", "ghosts"):  # the driver's flags for its stacks
+    assert f"--{internal}" not in proc.stdout, internal
 
 
 def test_data_help_exits_0():

@@ -11,7 +11,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "seq2seq_jax"
-CLIS = ("seq2seq_jax.main", "seq2seq_jax.sweep", "seq2seq_jax.translate",
+CLIS = ("seq2seq_jax.main", "seq2seq_jax.sweep.__main__", "seq2seq_jax.translate",
         "seq2seq_jax.data.__main__")  # each defines its own absl / argparse flags
 
 
@@ -108,3 +108,64 @@ def test_family_free_code_names_nothing_of_the_rnn(where):
   hits = [f"{p.relative_to(ROOT)}:{i}: {line.strip()}" for p in paths
           for i, line in enumerate(p.read_text().splitlines(), 1) if RNN_NAMES.search(line)]
   assert not hits, "\n".join(hits)
+
+
+# The package's layers, lowest first: files -> data -> models -> placement (the
+# mesh) -> step -> decoding and evaluation -> loop -> config checks -> CLIs. The
+# loop evaluates (it imports evaluation); evaluation knows nothing of training.
+# A module may import its own layer's modules and lower ones, never a higher layer's.
+# Each module's layer is that of the first pattern it matches (`*`: a package's rest).
+LAYERS = [
+    ("base", ["seq2seq_jax", "seq2seq_jax.files", "seq2seq_jax.tokens", "seq2seq_jax.ops",
+              "seq2seq_jax.hyper", "seq2seq_jax.config_utils", "seq2seq_jax.config_help",
+              "seq2seq_jax.training", "seq2seq_jax.models.checks"]),
+    ("data", ["seq2seq_jax.data.__main__:cli", "seq2seq_jax.data*"]),
+    ("models", ["seq2seq_jax.models*", "seq2seq_jax.cells"]),
+    ("placement", ["seq2seq_jax.parallel"]),
+    ("step", ["seq2seq_jax.training.losses", "seq2seq_jax.training.step",
+              "seq2seq_jax.training.optim", "seq2seq_jax.training.schedules",
+              "seq2seq_jax.training.stack"]),
+    ("decoding", ["seq2seq_jax.decode_options", "seq2seq_jax.decoding", "seq2seq_jax.evaluate",
+                  "seq2seq_jax.plots"]),
+    ("loop", ["seq2seq_jax.training*"]),
+    ("checks", ["seq2seq_jax.config_checks"]),
+    ("cli", ["seq2seq_jax.cli", "seq2seq_jax.main", "seq2seq_jax.sweep*",
+             "seq2seq_jax.translate", "seq2seq_jax.average"]),
+]
+
+
+def layer_of(module: str) -> int:
+  for index, (_, patterns) in enumerate(LAYERS):
+    for pattern in patterns:
+      pattern, _, override = pattern.partition(":")
+      hit = module == pattern or (pattern.endswith("*") and
+                                  (module + ".").startswith(pattern[:-1] + "."))
+      if hit:
+        return index if not override else [n for n, _ in LAYERS].index(override)
+  raise AssertionError(f"{module} is in no layer of tests/test_layout.py: LAYERS; add it")
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+  """`a (layer) -> b (higher layer)` for every import that climbs."""
+  names = [n for n, _ in LAYERS]
+  return [f"{a} ({names[layer_of(a)]}) -> {b} ({names[layer_of(b)]})"
+          for a in sorted(graph) for b in sorted(graph[a]) if layer_of(b) > layer_of(a)]
+
+
+def test_imports_only_point_down_the_layers():
+  climbing = upward_imports(import_graph(PACKAGE))
+  assert not climbing, "imports that climb a layer:\n" + "\n".join(climbing)
+
+
+def test_the_layer_check_finds_an_import_that_climbs():
+  graph = {"seq2seq_jax.evaluate": {"seq2seq_jax.training.loop"},
+           "seq2seq_jax.training.loop": {"seq2seq_jax.evaluate"}}
+  assert upward_imports(graph) == [
+      "seq2seq_jax.evaluate (decoding) -> seq2seq_jax.training.loop (loop)"]
+
+
+def test_no_module_is_over_400_lines():
+  """STYLE.md: a module under about 400 lines (split one that grows past it)."""
+  long = [f"{p.relative_to(ROOT)}: {n} lines" for p in sorted(PACKAGE.rglob("*.py"))
+          if (n := len(p.read_text().splitlines())) > 400]
+  assert not long, "\n".join(long)

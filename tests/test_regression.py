@@ -62,3 +62,12 @@ def test_quick_run_computes_what_the_baseline_computed(name, baseline_code, tmp_
     assert today[file] == baseline[file], (
         f"{name}/{file} differs from the baseline commit's: a change of numbers must say why "
         "in its commit and move conftest.BASELINE_COMMIT to it")
+  if name == "as_is":  # translate's decoding too: sampled, several an input, by length
+    sources = today["predictions_test.txt"].decode()  # sentences of the task's tokens
+    outputs = [subprocess.run(
+        [sys.executable, "-m", "seq2seq_jax.translate", f"--workdir={tmp_path / 'today'}",
+         "--temperature=1.0", "--nbest=2", "--with_scores", "--batch_size=16"], cwd=tree,
+        env=code_env(tree), input=sources, capture_output=True, text=True, check=True).stdout
+        for tree in (ROOT, baseline_code)]
+    assert outputs[0] == outputs[1] and len(outputs[0].splitlines()) == 2 * len(
+        sources.splitlines())

@@ -13,7 +13,8 @@ import time
 
 import pytest
 
-from seq2seq_jax import hyper, sweep_summary
+from seq2seq_jax import hyper
+from seq2seq_jax.sweep import summary as sweep_summary
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "tests" / "configs" / "sweep_quick.py"

@@ -16,8 +16,9 @@ import sys
 import jax.numpy as jnp
 import numpy as np
 
-from seq2seq_jax import data, trained
+from seq2seq_jax import data
 from seq2seq_jax.tokens import PAD_ID
+from seq2seq_jax.training import trained
 
 PAIRS = 256
 

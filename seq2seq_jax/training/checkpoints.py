@@ -10,7 +10,7 @@ import shutil
 import jax
 import orbax.checkpoint as ocp
 
-from seq2seq_jax.training import parallel
+from seq2seq_jax import parallel
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The training loop: K >= 1 members trained as one compiled program.
 
 A solo run (`run.train_and_evaluate`) is a stack of one; a stacked sweep
-(`sweep_stacks`) trains K members whose configs share a `stack.stack_key`. Each
+(`sweep.worker`) trains K members whose configs share a `stack.stack_key`. Each
 member (`members.Member`) keeps the files a solo run writes, its own data order
 (its seed's `TrainBatches`), rng, hyperparameters, warm start and early stopper;
 one jitted step trains them all (`stack.make_stacked_train_step`: the solo step
@@ -22,8 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from seq2seq_jax import data, evaluate, models
-from seq2seq_jax.training import faults, optim, parallel, records, stack
+from seq2seq_jax import data, evaluate, models, parallel
+from seq2seq_jax.training import faults, optim, records, stack
 from seq2seq_jax.training import workdir as workdir_files
 from seq2seq_jax.training.members import (
   DONE,
@@ -126,7 +126,7 @@ def train_members(configs: list, workdirs: list, on_member_end: Callable | None 
                                c.dataset.get("bucket_boundaries", ())) for c in configs]
   sampling = any(stack.needs_sampling(c) for c in configs)
   # Members spread over devices are vmapped (the partitioner splits the member axis).
-  vmap_width = None if along_members > 1 else stack.default_vmap_width()
+  vmap_width = None if along_members > 1 else parallel.default_vmap_width()
   step_fn = stack.make_stacked_train_step(model, tc, sampling, vmap_width, len(configs))
   t_init = time.time()
   if max_members is None and len(configs) > 1:

@@ -9,10 +9,10 @@ import shutil
 
 import numpy as np
 
-from seq2seq_jax import evaluate
+from seq2seq_jax import evaluate, parallel, plots
 from seq2seq_jax.files import write_atomically
 from seq2seq_jax.tokens import EOS_ID, PAD_ID
-from seq2seq_jax.training import early_stopping, faults, parallel
+from seq2seq_jax.training import early_stopping, faults
 from seq2seq_jax.training import workdir as workdir_files
 
 
@@ -37,8 +37,8 @@ def record_evaluation(config, model, params, dataset, split, step_number, writer
     src_ids = dataset.arrays[split][0]
     for i in range(min(config.eval.num_attention_plots, len(src_ids))):
       src_tokens = dataset.src_vocab.tokens(src_ids[i])
-      out_tokens = dataset.tgt_vocab.tokens(result["output_ids"][i]) + ["<eos>"]
-      evaluate.plot_attention(result["attention"][i], src_tokens, out_tokens,
+      out_tokens = plots.output_tokens(dataset.tgt_vocab, result["output_ids"][i])
+      plots.plot_attention(result["attention"][i], src_tokens, out_tokens,
                               workdir / "attention" / f"{plots_prefix}_{i}.png",
                               title=f"step {step_number}, model output: "
                               f"{result['hypotheses'][i]}")
@@ -59,8 +59,8 @@ def plot_heads(model, params, dataset, split, result, path, step_number):
     out_ids = np.append(out_ids, EOS_ID)
   heads = evaluate.attention_heads(model, params, src_ids, out_ids)
   if heads is not None:
-    evaluate.plot_attention_heads(
-        heads, dataset.src_vocab.tokens(src_ids), dataset.tgt_vocab.tokens(out_ids) + ["<eos>"],
+    plots.plot_attention_heads(
+        heads, dataset.src_vocab.tokens(src_ids), plots.output_tokens(dataset.tgt_vocab, out_ids),
         path, title=f"step {step_number}, model output: {result['hypotheses'][0]}")
 
 

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from seq2seq_jax import parallel
 from seq2seq_jax.tokens import PAD_ID
 from seq2seq_jax.training import optim, schedules, step
 
@@ -114,22 +115,6 @@ def member_tree(tree, index: int):
   return jax.tree.map(lambda x: x[index], tree)
 
 
-def default_vmap_width() -> int | None:
-  """How many members a stacked program computes side by side: all on an
-  accelerator; on a CPU one at a time (`jax.lax.map`), where one member already
-  keeps the cores busy and XLA:CPU's batched kernels were slower per member than
-  one member's (measured in `benchmarks/stack.py`)."""
-  return 1 if jax.default_backend() == "cpu" else None
-
-
-def map_members(fn, args, vmap_width: int | None):
-  """`fn` over the leading member axis of `args`: `jax.vmap` of all members
-  (`vmap_width` None), or `jax.lax.map` over groups of `vmap_width` (1: one by one)."""
-  if vmap_width is None:
-    return jax.vmap(fn)(*args)
-  return jax.lax.map(lambda a: fn(*a), args, batch_size=None if vmap_width == 1 else vmap_width)
-
-
 def make_stacked_train_step(model, train_config, sampling: bool,
                             vmap_width: int | None = None, members: int | None = None):
   """Builds `step(states, batches, rngs, hypers, alive) -> (states, metrics)`.
@@ -140,7 +125,8 @@ def make_stacked_train_step(model, train_config, sampling: bool,
       member's).
     sampling: whether any member's schedule feeds predictions; then every member
       runs the per-token path (a member at probability 1 reads gold throughout).
-    vmap_width: see `map_members`; `default_vmap_width()` suits the backend.
+    vmap_width: see `parallel.map_members`; `parallel.default_vmap_width()` suits
+      the backend.
     members: how many members the stack has. A stack of one (a solo run) runs
       the solo step on its member, with `train_config`'s hyperparameters
       compiled in (`hypers` is not read): the numbers of a solo run.
@@ -188,6 +174,6 @@ def make_stacked_train_step(model, train_config, sampling: bool,
     return masked(train_step, state, batch, rng, alive)
 
   def stacked_step(states, batches, rngs, hypers, alive):
-    return map_members(member_step, (states, batches, rngs, hypers, alive), vmap_width)
+    return parallel.map_members(member_step, (states, batches, rngs, hypers, alive), vmap_width)
 
   return stacked_step

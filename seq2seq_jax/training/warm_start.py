@@ -12,8 +12,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from seq2seq_jax import trained
-from seq2seq_jax.training import checkpoints
+from seq2seq_jax.training import checkpoints, trained
 
 VOCABULARIES = ("vocab_src.json", "vocab_tgt.json")
 

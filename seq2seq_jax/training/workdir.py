@@ -13,10 +13,9 @@ import time
 import jax
 from tensorboardX import SummaryWriter
 
-from seq2seq_jax import config_utils, data
+from seq2seq_jax import config_utils, data, parallel
 from seq2seq_jax.data.vocab import load_vocab
 from seq2seq_jax.files import write_atomically
-from seq2seq_jax.training import parallel
 
 log = logging.getLogger(__name__)
 

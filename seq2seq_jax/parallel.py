@@ -180,3 +180,19 @@ def summary(described: dict) -> str:
   return (f"{described['platform']} ({described['device_kind']}) x "
           f"{described['device_count']} in {processes} process{'es' if processes > 1 else ''}, "
           f"mesh {mesh}")
+
+
+def default_vmap_width() -> int | None:
+  """How many members a stacked program computes side by side: all on an
+  accelerator; on a CPU one at a time (`jax.lax.map`), where one member already
+  keeps the cores busy and XLA:CPU's batched kernels were slower per member than
+  one member's (measured in `benchmarks/stack.py`)."""
+  return 1 if jax.default_backend() == "cpu" else None
+
+
+def map_members(fn, args, vmap_width: int | None):
+  """`fn` over the leading member axis of `args`: `jax.vmap` of all members
+  (`vmap_width` None), or `jax.lax.map` over groups of `vmap_width` (1: one by one)."""
+  if vmap_width is None:
+    return jax.vmap(fn)(*args)
+  return jax.lax.map(lambda a: fn(*a), args, batch_size=None if vmap_width == 1 else vmap_width)
