@@ -10,7 +10,8 @@ must divide by the `data` size (an error says so); evaluation pads its batches.
 Several processes (hosts) form one run through `jax.distributed`: each process
 holds its local devices' part of every global array and loads only its rows of
 every batch (`global_batch`); every array a process reads back (metrics, decoded
-tokens) is replicated or gathered first (`to_host`).
+tokens) is replicated or gathered first (`to_host`). How many stacked members fit
+a device is measured here too (`members_that_fit`).
 """
 
 import logging
@@ -196,3 +197,42 @@ def map_members(fn, args, vmap_width: int | None):
   if vmap_width is None:
     return jax.vmap(fn)(*args)
   return jax.lax.map(lambda a: fn(*a), args, batch_size=None if vmap_width == 1 else vmap_width)
+
+
+MEMORY_FRACTION = 0.7  # of the device's free memory a stack may plan to use
+
+
+def device_memory_bytes() -> int:
+  """Free memory of the first device: its allocator's limit less what is in use
+  (accelerators), or the machine's available RAM, page cache included (CPU)."""
+  stats = jax.local_devices()[0].memory_stats() or {}
+  if "bytes_limit" in stats:
+    return int(stats["bytes_limit"] - stats.get("bytes_in_use", 0))
+  try:
+    with open("/proc/meminfo") as f:
+      for line in f:
+        if line.startswith("MemAvailable:"):
+          return int(line.split()[1]) * 1024
+  except OSError:
+    pass
+  return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def member_footprint_bytes(step_fn, args) -> int:
+  """Bytes one member needs: the compiled stacked step's arguments, outputs and
+  temporaries for a stack of one (XLA's memory analysis)."""
+  stats = jax.jit(step_fn).lower(*args).compile().memory_analysis()
+  if stats is None:
+    return 0
+  return int(stats.argument_size_in_bytes + stats.output_size_in_bytes +
+             stats.temp_size_in_bytes)
+
+
+def members_that_fit(step_fn, one_member_args, along_members: int) -> int:
+  """How many members one stacked program may hold on this device."""
+  footprint = member_footprint_bytes(step_fn, one_member_args)
+  fit = along_members * max(1, int(MEMORY_FRACTION * device_memory_bytes() // max(footprint, 1)))
+  log.info("one member needs %.1f MB; %d fit in %.1f GB free", footprint / 1e6, fit,
+           device_memory_bytes() / 1e9)
+  return fit
+

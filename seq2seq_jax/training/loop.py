@@ -14,7 +14,6 @@ exactly.
 """
 
 import logging
-import os
 import time
 from typing import Callable
 
@@ -37,35 +36,6 @@ from seq2seq_jax.training.members import (
 from seq2seq_jax.training.signals import RunInterrupted, StopSignals
 
 log = logging.getLogger(__name__)
-
-MEMORY_FRACTION = 0.7  # of the device's free memory a stack may plan to use
-
-
-def device_memory_bytes() -> int:
-  """Free memory of the first device: its allocator's limit less what is in use
-  (accelerators), or the machine's available RAM, page cache included (CPU)."""
-  stats = jax.local_devices()[0].memory_stats() or {}
-  if "bytes_limit" in stats:
-    return int(stats["bytes_limit"] - stats.get("bytes_in_use", 0))
-  try:
-    with open("/proc/meminfo") as f:
-      for line in f:
-        if line.startswith("MemAvailable:"):
-          return int(line.split()[1]) * 1024
-  except OSError:
-    pass
-  return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-
-
-def member_footprint_bytes(step_fn, args) -> int:
-  """Bytes one member needs: the compiled stacked step's arguments, outputs and
-  temporaries for a stack of one (XLA's memory analysis)."""
-  stats = jax.jit(step_fn).lower(*args).compile().memory_analysis()
-  if stats is None:
-    return 0
-  return int(stats.argument_size_in_bytes + stats.output_size_in_bytes +
-             stats.temp_size_in_bytes)
-
 
 def train_members(configs: list, workdirs: list, on_member_end: Callable | None = None,
                   max_members: int | None = None, active: list[bool] | None = None,
@@ -133,17 +103,26 @@ def train_members(configs: list, workdirs: list, on_member_end: Callable | None 
     one = (stack.stack_trees([members[0].initial_state(model, tx, batches[0])]),
            stack.stacked_batch(batches[:1], 0), stack.stack_trees([jax.random.PRNGKey(0)]),
            stack.stack_trees([stack.member_hyper(configs[0])]), jnp.ones(1, bool))
-    footprint = member_footprint_bytes(step_fn, one)
-    max_members = along_members * max(
-        1, int(MEMORY_FRACTION * device_memory_bytes() // max(footprint, 1)))
-    log.info("one member needs %.1f MB; %d fit in %.1f GB free", footprint / 1e6,
-             max_members, device_memory_bytes() / 1e9)
+    max_members = parallel.members_that_fit(step_fn, one, along_members)
   if max_members is not None and len(configs) > max_members:
     return _train_in_parts(configs, workdirs, on_member_end, max_members, active,
                            config_mismatch, along_members)
   states = [m.initial_state(model, tx, b) for m, b in zip(members, batches)]
   log.info("initialised the model (%s parameters) in %.1f s; compiling the training step ...",
            f"{sum(x.size for x in jax.tree.leaves(states[0].params)):,}", time.time() - t_init)
+  try:
+    start = _resume(live, states, tx, devices, log_config=len(configs) == 1)
+  except BaseException:  # a refused warm start: no checkpoint manager left open
+    for m in live:
+      m.close()
+    raise
+  return _Loop(model, dataset, members, batches, states, start, mesh, step_fn,
+               on_member_end).train()
+
+
+def _resume(live: list[Member], states: list, tx, devices: dict, log_config: bool) -> int:
+  """Opens the members' checkpoints and files; their states (in `states`) at the
+  newest common checkpoint, or a warm start's at step 0. Returns that step."""
   for m in live:
     m.open_checkpoints()
   start, restored = restore_members(live, [states[m.slot] for m in live])
@@ -152,9 +131,8 @@ def train_members(configs: list, workdirs: list, on_member_end: Callable | None 
     if not start and m.warm is not None:  # a fresh run: the other run's params, step 0
       states[m.slot] = m.warm.into(state, tx)
   for m in live:
-    m.open_files(start, states[m.slot], devices, log_config=len(configs) == 1)
-  return _Loop(model, dataset, members, batches, states, start, mesh, step_fn,
-               on_member_end).train()
+    m.open_files(start, states[m.slot], devices, log_config)
+  return start
 
 
 def _train_in_parts(configs, workdirs, on_member_end, max_members, active, config_mismatch,

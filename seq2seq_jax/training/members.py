@@ -104,6 +104,7 @@ class Member:
       self.writer.close()
     if self.ckpt is not None:
       self.ckpt.close()
+    self.writer = self.ckpt = None
 
 
 def restore_members(members: list[Member], templates: list) -> tuple[int, list]:
