@@ -20,6 +20,7 @@ flags.DEFINE_bool("verbose", False, "Print the traceback above an error line (al
                   f"{VERBOSE_ENV}=1).")
 _CONFIG_HELP = flags.DEFINE_bool("config_help", False, "Print every field of --config (default: "
                                  "configs/default.py) with its value and meaning, and exit.")
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.py"
 HELP_FLAGS = ("--help", "-h", "--helpshort", "--helpfull")
 
 
@@ -44,10 +45,13 @@ def exit_on_config_help(config) -> None:
   """`--config_help`: every field of `config` (or the default's) and its comment, exit 0."""
   if not _CONFIG_HELP.value:
     return
-  from seq2seq_jax import config_help, config_utils
+  from seq2seq_jax import config_schema, config_utils
   if config is None:
-    config = config_utils.load_module(config_help.DEFAULT).get_config()
-  print(config_help.describe(config))
+    config = config_utils.load_module(DEFAULT_CONFIG).get_config()
+  try:
+    print(config_schema.describe(config))
+  except ValueError as e:  # an unknown field or a wrong type in --config
+    sys.exit(f"error: {e}")
   sys.exit(0)
 
 

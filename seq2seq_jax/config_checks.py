@@ -1,17 +1,15 @@
 """Checking a whole config before any work starts: one `ValueError` naming the first bad field."""
 
-from seq2seq_jax import data, decoding, models
+from seq2seq_jax import config_schema, data, decoding, models
 from seq2seq_jax.data import synthetic
 from seq2seq_jax.training import early_stopping, optim, schedules, step
 
 
 def _int_field(config, field, least: int = 1, meaning: str = ""):
-  """`config.<field>` if it is an int >= `least` (absent: None); else a ValueError."""
+  """`config.<field>` if it is an int >= `least`; else a ValueError."""
   value = config
   for part in field.split("."):
-    if part not in value:
-      return None
-    value = value[part]
+    value = getattr(value, part)
   if isinstance(value, bool) or not isinstance(value, int) or value < least:
     kind = "a positive int" if least == 1 else f"an int >= {least}"
     raise ValueError(f"{field} must be {kind}{meaning}, got {value!r}")
@@ -27,17 +25,19 @@ _SYNTHETIC = ("dataset.train_size", "dataset.num_symbols", "dataset.max_number",
               "dataset.max_digits", "dataset.min_length", "dataset.max_length")
 
 
-def validate(config) -> None:
-  """Raises ValueError naming the first bad field (and its valid choices)."""
+def validate(config) -> config_schema.Config:
+  """The typed config (`config_schema.build`) of a ConfigDict; raises ValueError
+  naming the first bad field (and its valid choices)."""
+  config = config_schema.build(config)
   if not data.is_dataset_name(config.dataset.name):
     raise ValueError(f"dataset.name={config.dataset.name!r} is not valid; valid datasets: "
                      f"{', '.join(data.dataset_names())}")
-  split = config.dataset.get("number_split", "hash")
+  split = config.dataset.number_split
   if split not in synthetic.NUMBER_SPLITS:
     raise ValueError(f"dataset.number_split={split!r} is not valid; valid: "
                      f"{', '.join(synthetic.NUMBER_SPLITS)}")
   family_config = models.family_config(config.model, 8, 8)  # checks model.*
-  if family_config.needs_joint_vocabulary and not config.dataset.get("joint_vocab", False):
+  if family_config.needs_joint_vocabulary and not config.dataset.joint_vocab:
     raise ValueError("model.share_embeddings needs one vocabulary for both sides: set "
                      "dataset.joint_vocab=True")
   schedules.teacher_forcing_from_config(config.train.teacher_forcing)  # checks the schedule
@@ -61,19 +61,20 @@ def validate(config) -> None:
     _int_field(config, field, 0, meaning)
   for field in _SYNTHETIC:
     _int_field(config, field)
-  low, high = config.dataset.get("min_length"), config.dataset.get("max_length")
-  if low is not None and high is not None and low > high:
+  low, high = config.dataset.min_length, config.dataset.max_length
+  if low > high:
     raise ValueError(f"dataset.min_length={low} is larger than dataset.max_length={high}")
-  bounds = config.dataset.get("bucket_boundaries", ())
+  bounds = config.dataset.bucket_boundaries
   if not isinstance(bounds, (tuple, list)) or not all(
       isinstance(b, int) and not isinstance(b, bool) and b > 0 for b in bounds):
     raise ValueError(f"dataset.bucket_boundaries must be positive ints, e.g. (10, 20, 40), got "
                      f"{bounds!r}")
   for field, least in (("data", 0), ("members", 1)):
-    value = config.get("mesh", {}).get(field, least)
+    value = getattr(config.mesh, field)
     if isinstance(value, bool) or not isinstance(value, int) or value < least:
       raise ValueError(f"mesh.{field} must be an int >= {least} "
                        f"{'(0 = every device)' if least == 0 else ''}, got {value!r}")
+  return config
 
 
 def check_eval_decoding(cfg_eval) -> None:

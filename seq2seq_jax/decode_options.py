@@ -9,6 +9,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from seq2seq_jax import config_schema
+
 LENGTH_PENALTIES = ("gnmt", "average")
 
 
@@ -50,11 +52,12 @@ class DecodeOptions:
     num_samples: samples a sentence.
     with_attention: return the attention weights of every produced token.
   """
-  beam_size: int = 1
-  length_penalty: float = 0.6
-  length_penalty_type: str = "gnmt"
-  max_len_a: float = 2.0
-  max_len_b: int = 10
+  # The fields of `config.eval` take its defaults (config_schema.Eval).
+  beam_size: int = config_schema.Eval.beam_size
+  length_penalty: float = config_schema.Eval.length_penalty
+  length_penalty_type: str = config_schema.Eval.length_penalty_type
+  max_len_a: float = config_schema.Eval.max_len_a
+  max_len_b: int = config_schema.Eval.max_len_b
   temperature: float = 0.0
   top_k: int = 0
   num_samples: int = 1
@@ -80,11 +83,10 @@ class DecodeOptions:
 
   @classmethod
   def from_eval_config(cls, cfg_eval, **overrides) -> "DecodeOptions":
-    """The options of an `eval` config section (a field a saved config lacks
-    gets its default), with `overrides` on top; TypeError or ValueError name
-    the field."""
+    """The options of an `eval` config section, with `overrides` on top;
+    TypeError or ValueError name the field."""
     fields = ("beam_size", "length_penalty", "length_penalty_type", "max_len_a", "max_len_b")
-    values = {f: cfg_eval[f] for f in fields if f in cfg_eval}
+    values = {f: getattr(cfg_eval, f) for f in fields}
     return cls(**{**values, **overrides})
 
 

@@ -221,7 +221,7 @@ def _evaluate(model, params, dataset, split, cfg_eval, members, mesh) -> list[di
   options = decoding.DecodeOptions.from_eval_config(cfg_eval)
   out = decode_corpus(model, params, src, cfg_eval.batch_size, options, stacked, mesh)
   greedy = None
-  if options.beam_size > 1 and cfg_eval.get("report_greedy", False):
+  if options.beam_size > 1 and cfg_eval.report_greedy:
     greedy = decode_corpus(model, params, src, cfg_eval.batch_size,
                            dataclasses.replace(options, beam_size=1), stacked, mesh)
   src_lengths = [int(np.sum(row != PAD_ID)) for row in src]

@@ -33,7 +33,7 @@ flags.DEFINE_integer("process_id", None, "Multi-process runs started by hand: th
 def main(argv) -> None:
   config = parse_flags(argv, _CONFIG)
   try:
-    config_checks.validate(config)
+    config = config_checks.validate(config)  # the typed config (config_schema.Config)
   except ValueError as e:
     _fail(str(e))
   start_processes()

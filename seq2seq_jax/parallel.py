@@ -26,7 +26,6 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 AXES = ("members", "data")
-DEFAULT_MESH = {"data": 0, "members": 1}  # configs/default.py's; a config saved without `mesh`
 
 
 def launched_as_many() -> bool:
@@ -78,8 +77,8 @@ def make_mesh(mesh_config, members: int = 1) -> jax.sharding.Mesh:
       run has no use for a `members` axis and ignores it.
   """
   devices = jax.device_count()
-  along_members = int(mesh_config["members"]) if members > 1 else 1
-  along_data = int(mesh_config["data"]) or max(1, devices // along_members)
+  along_members = int(mesh_config.members) if members > 1 else 1
+  along_data = int(mesh_config.data) or max(1, devices // along_members)
   if along_members * along_data > devices:
     raise ValueError(f"mesh.members={along_members} x mesh.data={along_data} needs "
                      f"{along_members * along_data} devices; there are {devices} "

@@ -20,7 +20,7 @@ from absl import flags
 import jax
 import numpy as np
 
-from seq2seq_jax import cli, decoding, evaluate, files, parallel, plots
+from seq2seq_jax import cli, config_schema, decoding, evaluate, files, parallel, plots
 from seq2seq_jax.data.vocab import tokenize
 from seq2seq_jax.tokens import UNK_ID
 from seq2seq_jax.training import checkpoints
@@ -180,8 +180,8 @@ def _decode_options(config) -> decoding.DecodeOptions:
 
 def _run() -> list[str]:
   config, model, params, src_vocab, tgt_vocab = load_model(_WORKDIR.value, _CHECKPOINT.value)
-  # Every local device, whatever mesh the run trained on.
-  mesh = parallel.make_mesh(parallel.DEFAULT_MESH)
+  # Every local device (the default mesh), whatever mesh the run trained on.
+  mesh = parallel.make_mesh(config_schema.Mesh())
   params = jax.device_put(params, parallel.replicated(mesh))
   lines = read_lines(_INPUT.value)
   name = _INPUT.value or "stdin"

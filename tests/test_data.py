@@ -1,11 +1,11 @@
 """Generated datasets, vocabularies and the resumable batch order."""
 
-import ml_collections
+
 import numpy as np
 import pytest
 
 from configs import default
-from seq2seq_jax import data
+from seq2seq_jax import config_schema, data
 from seq2seq_jax.data.vocab import Vocab, detokenize, tokenize
 from seq2seq_jax.tokens import EOS_ID, PAD_ID, UNK_ID
 
@@ -113,7 +113,7 @@ def test_train_batches_cover_each_epoch_once_and_are_a_function_of_position():
 
 def test_bad_dataset_config():
   with pytest.raises(ValueError, match=r"unknown dataset.name 'wmt'; valid datasets: num2words"):
-    data.load(ml_collections.ConfigDict({"name": "wmt"}))
+    data.load(config_schema.Dataset(name="wmt"))
   with pytest.raises(ValueError, match=r"leaves no training pairs"):
     data.load(dataset_config(max_number=99, dev_size=60, test_size=50))
   with pytest.raises(ValueError, match=r"batch_size=64 is larger than the 10 training pairs"):

@@ -12,9 +12,9 @@ import shutil
 import subprocess
 import sys
 
-import ml_collections
 import pytest
 
+from seq2seq_jax import config_schema
 from seq2seq_jax.training import early_stopping
 from seq2seq_jax.training.workdir import TIMING_FIELDS
 
@@ -41,7 +41,7 @@ def _metrics(workdir):
 
 
 def _train_config(**fields):
-  return ml_collections.ConfigDict({"early_stopping": fields})
+  return config_schema.Train(early_stopping=config_schema.EarlyStopping(**fields))
 
 
 @pytest.mark.parametrize("metric,values,min_delta,stop_at", [

@@ -5,18 +5,17 @@ import math
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
-from seq2seq_jax import models
+from seq2seq_jax import config_schema, models
 from seq2seq_jax.tokens import EOS_ID
 from seq2seq_jax.training import optim, step
 
 
 def train_config(**fields):
   base = dict(optimizer="adam", learning_rate=3e-3, clip_norm=0.0, num_steps=100)
-  return ml_collections.ConfigDict({**base, **fields})
+  return config_schema.Train(**{**base, **fields})
 
 
 def schedule_values(**fields):
@@ -54,8 +53,9 @@ def test_halving_halves_every_n_steps_after_k():
 
 
 def test_constant_and_a_config_saved_before_schedules():
-  old = ml_collections.ConfigDict(dict(optimizer="adam", learning_rate=3e-3, clip_norm=5.0,
-                                       num_steps=10))  # no schedule or Adam fields
+  old = config_schema.build({"train": dict(optimizer="adam", learning_rate=3e-3, clip_norm=5.0,
+                                           num_steps=10)},  # no schedule or Adam fields
+                            saved=True).train
   np.testing.assert_allclose(schedule_values()(STEPS), 3e-3, rtol=1e-7)
   tx = optim.optimizer_from_config(old)
   # A constant rate keeps the optimizer state of before schedules: no counter of its own.

@@ -88,12 +88,11 @@ def test_quick_run_leaves_a_complete_workdir(uninterrupted):
   # The logged BLEU and exact match are those of the written predictions (sacrebleu again).
   hyps = (w / "predictions_dev.txt").read_text(encoding="utf-8").splitlines()
   final_dev = [r for r in records if r["split"] == "dev"][-1]
-  import ml_collections
   from num2words import num2words  # the dev references, rebuilt independently
 
-  from seq2seq_jax import data
+  from seq2seq_jax import config_schema, data
   german = {num2words(n, lang="en"): num2words(n, lang="de") for n in range(1000)}
-  sources = [s for s, _ in data.load(ml_collections.ConfigDict(config["dataset"])).texts["dev"]]
+  sources = [s for s, _ in data.load(config_schema.build(config).dataset).texts["dev"]]
   refs = [german[s] for s in sources]
   assert len(hyps) == 100
   np.testing.assert_allclose(final_dev["bleu"],

@@ -42,8 +42,8 @@ def load_texts(cfg) -> tuple[dict, str, str]:
     return loader(cfg), src_kind, tgt_kind
   if cfg.name.startswith("tfds:"):
     texts = tfds_source.load_pairs(cfg.name[len("tfds:"):],
-                                   cfg.get("data_dir", "~/tensorflow_datasets"),
-                                   cfg.get("download", True))
+                                   cfg.data_dir,
+                                   cfg.download)
     return texts, "word", "word"
   path = corpus_path(cfg.name)
   if path is None:
@@ -91,10 +91,10 @@ def _filter_long(split, pairs, src_vocab, tgt_vocab, max_src, max_tgt):
 
 def build_vocab(texts: list[str], kind: str, cfg):
   """A word / char `Vocab`, or a sentencepiece model cached by a hash of texts + settings."""
-  size = cfg.get("vocab_size", 0)
+  size = cfg.vocab_size
   if kind != "sentencepiece":
     return Vocab.build(texts, kind, size)
-  model_type = cfg.get("spm_model_type", "unigram")
+  model_type = cfg.spm_model_type
   if size < 8:
     raise ValueError(f"dataset.vocab_size must be >= 8 for sentencepiece, got {size}")
   digest = hashlib.sha256()
@@ -120,9 +120,9 @@ def load(cfg, src_vocab: Vocab | None = None, tgt_vocab: Vocab | None = None) ->
   for split in SPLITS:
     if not texts[split]:
       raise ValueError(f"dataset {cfg.name!r} has no {split} pairs")
-  kind = cfg.get("tokenizer", "")
+  kind = cfg.tokenizer
   src_kind, tgt_kind = (kind, kind) if kind else (src_kind, tgt_kind)
-  if cfg.get("joint_vocab", False) and src_vocab is None:
+  if cfg.joint_vocab and src_vocab is None:
     if src_kind != tgt_kind:
       raise ValueError(f"dataset.joint_vocab needs one tokenizer for both sides; "
                        f"{cfg.name} has {src_kind} sources and {tgt_kind} targets (set "

@@ -4,10 +4,9 @@ import argparse
 import logging
 from pathlib import Path
 
-import ml_collections
 import numpy as np
 
-from seq2seq_jax import cli, data
+from seq2seq_jax import cli, config_schema, data
 from seq2seq_jax.data import debian, tsv
 from seq2seq_jax.tokens import UNK_ID
 
@@ -27,13 +26,15 @@ def _main(argv=None) -> None:
   parser = argparse.ArgumentParser(prog="python -m seq2seq_jax.data")
   parser.add_argument("command", choices=("prepare", "stats"))
   parser.add_argument("name", help="dataset name, e.g. debian:de-en, tsv:PATH, num2words_en_de")
-  parser.add_argument("--tokenizer", default="", choices=("", "word", "char", "sentencepiece"),
+  parser.add_argument("--tokenizer", default=config_schema.Dataset.tokenizer,
+                      choices=("", "word", "char", "sentencepiece"),
                       help="stats: the tokenizer training would use (dataset.tokenizer; "
                       "default: the dataset's own)")
-  parser.add_argument("--vocab_size", type=int, default=0,
+  parser.add_argument("--vocab_size", type=int, default=config_schema.Dataset.vocab_size,
                       help="stats: dataset.vocab_size (word: the N most frequent, 0 = all; "
                       "sentencepiece: the model's size, needed)")
-  parser.add_argument("--spm_model_type", default="unigram", choices=("unigram", "bpe"),
+  parser.add_argument("--spm_model_type", default=config_schema.Dataset.spm_model_type,
+                      choices=("unigram", "bpe"),
                       help="stats: dataset.spm_model_type")
   parser.add_argument("--verbose", action="store_true",
                       help=f"print the traceback above an error line (also: {cli.VERBOSE_ENV}=1)")
@@ -48,14 +49,9 @@ def _main(argv=None) -> None:
     else:
       print(f"{args.name} needs no preparation")
     return
-  cfg = ml_collections.ConfigDict(dict(name=args.name, dev_size=1000, test_size=1000,
-                                      max_number=99_999, train_size=20_000, seed=0,
-                                      num_symbols=10, min_length=3, max_length=10, max_digits=3,
-                                      number_split="by_length", tokenizer=args.tokenizer,
-                                      vocab_size=args.vocab_size,
-                                      spm_model_type=args.spm_model_type, joint_vocab=False,
-                                      max_src_len=0, max_tgt_len=0,  # the whole corpus
-                                      data_dir="~/tensorflow_datasets", download=True))
+  cfg = config_schema.Dataset(name=args.name, tokenizer=args.tokenizer,
+                              vocab_size=args.vocab_size, spm_model_type=args.spm_model_type,
+                              max_src_len=0, max_tgt_len=0)  # the whole corpus
   dataset = data.load(cfg)  # the vocabularies training would build from these flags
   origin = _origins(args.name)
   for split in data.SPLITS:

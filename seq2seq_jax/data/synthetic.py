@@ -31,7 +31,7 @@ def num2words_en_de(cfg):
   if cfg.max_number < 10:
     raise ValueError(f"dataset.max_number must be >= 10, got {cfg.max_number}")
   pairs = [(num2words(n, lang="en"), num2words(n, lang="de")) for n in range(cfg.max_number + 1)]
-  how = cfg.get("number_split", "hash")
+  how = cfg.number_split
   if how == "hash":
     return tsv.split_by_hash(pairs, cfg.dev_size, cfg.test_size)
   if how != "by_length":

@@ -7,6 +7,7 @@
 import dataclasses
 from typing import Any, Mapping
 
+from seq2seq_jax import config_schema
 from seq2seq_jax.models import rnn, transformer
 from seq2seq_jax.models.interface import ForwardOutput, Seq2SeqModel
 
@@ -15,11 +16,12 @@ FAMILIES: dict[str, tuple[type, type]] = {
     "rnn": (rnn.RNNConfig, rnn.RNNSeq2Seq),
     "transformer": (transformer.TransformerConfig, transformer.TransformerSeq2Seq),
 }
-DEFAULT_FAMILY = "rnn"  # a config written before `model.family` existed
 
 
 def _family(model_config: Mapping[str, Any]) -> str:
-  family = model_config.get("family", DEFAULT_FAMILY)
+  # A mapping written by hand may leave the family out (the family structs' own
+  # defaults fill the rest); a config's `model` section always has it.
+  family = model_config.get("family", config_schema.Model.family)
   if family not in FAMILIES:
     raise ValueError(f"model.family={family!r} is not valid; valid families: "
                      f"{', '.join(FAMILIES)}")
@@ -34,6 +36,7 @@ def family_config(model_config: Mapping[str, Any], src_vocab_size: int,
   compares them, `configs/default.py`); the fields of the other families are
   left out. A field that no family has is an error.
   """
+  model_config = config_schema.as_dict(model_config)
   family = _family(model_config)
   config_type, _ = FAMILIES[family]
   own = {f.name for f in dataclasses.fields(config_type)}
@@ -49,7 +52,7 @@ def family_config(model_config: Mapping[str, Any], src_vocab_size: int,
 def build(model_config: Mapping[str, Any], src_vocab_size: int,
           tgt_vocab_size: int) -> Seq2SeqModel:
   """The model of a `config.model` section, for the given vocabulary sizes."""
-  _, module_type = FAMILIES[_family(model_config)]
+  _, module_type = FAMILIES[_family(config_schema.as_dict(model_config))]
   return module_type(family_config(model_config, src_vocab_size, tgt_vocab_size))
 
 

@@ -101,7 +101,7 @@ def expand(config, config_arg: str, root: Path) -> list[Member]:
   for index, (name, overrides) in enumerate(zip(names, sweep)):
     member_config = apply_overrides(config, overrides, f"{index} ({name})")
     try:
-      config_checks.validate(member_config)
+      member_config = config_checks.validate(member_config)  # the typed config
     except ValueError as e:
       raise SweepError(f"member {index} ({name}): {e}") from None
     members.append(Member(index, name, overrides, member_config, root))

@@ -12,26 +12,17 @@ import json
 import logging
 from pathlib import Path
 
-from seq2seq_jax import config_utils, files
+from seq2seq_jax import config_schema, config_utils, files
 from seq2seq_jax.files import write_atomically
 
 log = logging.getLogger(__name__)
 
 HIGHER_IS_BETTER = {"bleu": True, "chrf": True, "exact_match": True, "loss": False}
 FINISHED = "finished.json"
-DEFAULTS = {"patience": 0, "metric": "bleu", "min_delta": 0.0}
-
-
-def settings(train_config) -> dict:
-  """`train.early_stopping` with its defaults (a config written before it has none)."""
-  given = train_config.get("early_stopping", None)
-  return {**DEFAULTS, **({} if given is None else dict(given))}
-
-
 def check(train_config) -> None:
   """ValueError naming the first bad `train.early_stopping` field."""
-  s = settings(train_config)
-  patience, metric, min_delta = s["patience"], s["metric"], s["min_delta"]
+  s = train_config.early_stopping
+  patience, metric, min_delta = s.patience, s.metric, s.min_delta
   if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
     raise ValueError("train.early_stopping.patience must be an int >= 0 (0 = off), got "
                      f"{patience!r}")
@@ -46,8 +37,8 @@ class EarlyStopping:
   """Counts the dev evaluations since the metric last improved."""
 
   def __init__(self, train_config, records: list[dict] = ()):
-    s = settings(train_config)
-    self.patience, self.metric, self.min_delta = s["patience"], s["metric"], s["min_delta"]
+    s = train_config.early_stopping
+    self.patience, self.metric, self.min_delta = s.patience, s.metric, s.min_delta
     self.best, self.best_step, self.since_best = None, None, 0
     for record in records:  # the resumed run's evaluations
       if record["split"] == "dev":
@@ -90,9 +81,9 @@ def read_finished(config, workdir: Path) -> dict | None:
   path = workdir / FINISHED
   if not path.exists():
     return None
-  saved = config_utils.read_saved(workdir / "config.json")
-  resolved = json.loads(json.dumps(config.to_dict()))
-  diffs = [d for d in config_utils.differences(saved, resolved) if not d.startswith("mesh.")]
+  saved = config_schema.as_dict(config_schema.read_saved(workdir / "config.json"))
+  diffs = [d for d in config_utils.differences(saved, config_schema.as_dict(config))
+           if not d.startswith("mesh.")]
   if diffs:
     log.info("%s: the config changed since it finished (%s): training on", workdir,
              "; ".join(diffs))

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from seq2seq_jax import data, evaluate, models, parallel
+from seq2seq_jax import config_schema, data, evaluate, models, parallel
 from seq2seq_jax.training import faults, optim, records, stack
 from seq2seq_jax.training import workdir as workdir_files
 from seq2seq_jax.training.members import (
@@ -58,11 +58,12 @@ def train_members(configs: list, workdirs: list, on_member_end: Callable | None 
   Returns:
     each member's final results by split, or None for a member that failed.
   """
+  configs = [config_schema.build(c) for c in configs]  # as they are if the caller built them
   if len(configs) > 1:
     stack.check_stackable(configs)
   active = [True] * len(configs) if active is None else list(active)
   workdirs = [w if on else None for w, on in zip(workdirs, active)]
-  mesh = parallel.make_mesh(configs[0].get("mesh", parallel.DEFAULT_MESH), len(configs))
+  mesh = parallel.make_mesh(configs[0].mesh, len(configs))
   parallel.check_batch_size(configs[0].train.batch_size, mesh)
   along_members = mesh.shape["members"]
   if len(configs) % along_members:  # frozen slots fill the last row of the mesh
@@ -93,7 +94,7 @@ def train_members(configs: list, workdirs: list, on_member_end: Callable | None 
   tc = configs[0].train
   tx = optim.optimizer_from_config(tc)
   batches = [data.TrainBatches(*dataset.arrays["train"], tc.batch_size, c.seed,
-                               c.dataset.get("bucket_boundaries", ())) for c in configs]
+                               c.dataset.bucket_boundaries) for c in configs]
   sampling = any(stack.needs_sampling(c) for c in configs)
   # Members spread over devices are vmapped (the partitioner splits the member axis).
   vmap_width = None if along_members > 1 else parallel.default_vmap_width()

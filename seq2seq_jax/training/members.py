@@ -12,7 +12,7 @@ from pathlib import Path
 
 import jax
 
-from seq2seq_jax import data
+from seq2seq_jax import config_schema, data
 from seq2seq_jax.training import checkpoints, early_stopping, faults, step, warm_start
 from seq2seq_jax.training import workdir as workdir_files
 
@@ -32,10 +32,9 @@ class Member:
     self.finished = self.warm = self.ckpt = self.writer = self.stopper = self.dev = None
     self.error, self.offer_best = "", False  # offer_best: this evaluation goes to best/
     self.end = config.train.num_steps  # the step where training ends (early: sooner)
-    stop_settings = early_stopping.settings(config.train)
-    self.stopping = stop_settings["patience"] > 0
+    self.stopping = config.train.early_stopping.patience > 0
     # best/ keeps the best by dev BLEU, or, stopping early, the stopper's best model
-    self.best_metric = stop_settings["metric"] if self.stopping else "bleu"
+    self.best_metric = config.train.early_stopping.metric if self.stopping else "bleu"
     if self.workdir is not None:
       workdir_files.check_config(config, self.workdir, config_mismatch)
       self.finished = early_stopping.read_finished(config, self.workdir)
@@ -58,7 +57,7 @@ class Member:
 
   def start_warm(self) -> None:
     """`train.init_from`, read when the member has no checkpoint of its own yet."""
-    init_from = self.config.train.get("init_from", "")
+    init_from = self.config.train.init_from
     if init_from and not any((self.workdir / "checkpoints" / "last").glob("[0-9]*")):
       self.warm = warm_start.WarmStart(init_from)  # a resumed run restores its own
       self.warm.check_vocabularies(self.workdir)
@@ -85,7 +84,8 @@ class Member:
     workdir_files.prepare(self.config, self.workdir, self.config_mismatch, devices)
     faults.point("prepared")
     if log_config:
-      log.info("config (also %s):\n%s", self.workdir / "config.json", self.config)
+      log.info("config (also %s):\n%s", self.workdir / "config.json",
+               config_schema.to_config_dict(self.config))
     if start:
       log.info("resumed from %s at step %d", self.workdir / "checkpoints", start)
       faults.point("restored")

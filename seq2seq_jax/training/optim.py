@@ -20,8 +20,6 @@ import math
 import jax.numpy as jnp
 import optax
 
-from seq2seq_jax import config_utils
-
 OPTIMIZERS = ("adam", "sgd")
 LR_SCHEDULES = ("constant", "rsqrt", "cosine", "halving")
 
@@ -32,11 +30,6 @@ def inverse_sqrt_schedule(peak: float, warmup_steps: int) -> optax.Schedule:
     s = jnp.asarray(count, jnp.float32) + 1.0
     return peak * jnp.minimum(s / warmup_steps, jnp.sqrt(warmup_steps / s))
   return schedule
-
-
-def train_field(train_config, field):
-  """A schedule or Adam field; a config saved before it existed gets what it meant."""
-  return train_config.get(field, config_utils.ADDED_FIELDS[f"train.{field}"])
 
 
 def _check_number(field, value, ok, what):
@@ -61,16 +54,16 @@ def check(train_config) -> None:
   _check_optimizer(train_config.optimizer)
   _check_number("learning_rate", train_config.learning_rate, lambda v: v > 0, "a number > 0")
   _check_number("clip_norm", train_config.clip_norm, lambda v: v >= 0, "a number >= 0 (0: off)")
-  name = train_field(train_config, "lr_schedule")
+  name = train_config.lr_schedule
   if name not in LR_SCHEDULES:
     raise ValueError(f"train.lr_schedule={name!r} is not valid; valid schedules: "
                      f"{', '.join(LR_SCHEDULES)}")
-  _check_int("warmup_steps", train_field(train_config, "warmup_steps"), 1 if name == "rsqrt" else 0)
-  _check_int("lr_halve_after", train_field(train_config, "lr_halve_after"), 0)
-  _check_int("lr_halve_every", train_field(train_config, "lr_halve_every"), 1)
+  _check_int("warmup_steps", train_config.warmup_steps, 1 if name == "rsqrt" else 0)
+  _check_int("lr_halve_after", train_config.lr_halve_after, 0)
+  _check_int("lr_halve_every", train_config.lr_halve_every, 1)
   for field in ("adam_b1", "adam_b2"):
-    _check_number(field, train_field(train_config, field), lambda v: 0 <= v < 1, "in [0, 1)")
-  _check_number("adam_eps", train_field(train_config, "adam_eps"), lambda v: v > 0, "a number > 0")
+    _check_number(field, getattr(train_config, field), lambda v: 0 <= v < 1, "in [0, 1)")
+  _check_number("adam_eps", train_config.adam_eps, lambda v: v > 0, "a number > 0")
 
 
 def learning_rate_schedule(train_config, peak=None, warmup=None) -> optax.Schedule:
@@ -79,10 +72,10 @@ def learning_rate_schedule(train_config, peak=None, warmup=None) -> optax.Schedu
   `peak` and `warmup` (rsqrt's warmup only) replace `train.learning_rate` and
   `train.warmup_steps`, and may be traced: a stacked step gives each member its own.
   """
-  name = train_field(train_config, "lr_schedule")
+  name = train_config.lr_schedule
   lr = train_config.learning_rate if peak is None else peak
   if warmup is None or name != "rsqrt":
-    warmup = train_field(train_config, "warmup_steps")
+    warmup = train_config.warmup_steps
   if name == "rsqrt":
     return inverse_sqrt_schedule(lr, warmup)
   if name == "cosine":
@@ -90,9 +83,9 @@ def learning_rate_schedule(train_config, peak=None, warmup=None) -> optax.Schedu
         init_value=0.0, peak_value=lr, warmup_steps=warmup,
         decay_steps=max(train_config.num_steps, warmup + 1), end_value=0.0)
   if name == "halving":
-    return optax.exponential_decay(lr, transition_steps=train_field(train_config, "lr_halve_every"),
+    return optax.exponential_decay(lr, transition_steps=train_config.lr_halve_every,
                                    decay_rate=0.5,
-                                   transition_begin=train_field(train_config, "lr_halve_after"),
+                                   transition_begin=train_config.lr_halve_after,
                                    staircase=True)
   return optax.constant_schedule(lr)
 
@@ -127,11 +120,11 @@ def optimizer_from_config(train_config, peak=None, warmup=None, clip_norm=None
   clipping is on at all stays the config's choice, as it changes the state's layout.
   """
   check(train_config)
-  constant = train_field(train_config, "lr_schedule") == "constant"
+  constant = train_config.lr_schedule == "constant"
   peak_value = train_config.learning_rate if peak is None else peak
   return make_optimizer(peak_value if constant
                         else learning_rate_schedule(train_config, peak, warmup),
                         train_config.clip_norm if clip_norm is None else clip_norm,
-                        train_config.optimizer, train_field(train_config, "adam_b1"),
-                        train_field(train_config, "adam_b2"), train_field(train_config, "adam_eps"),
+                        train_config.optimizer, train_config.adam_b1,
+                        train_config.adam_b2, train_config.adam_eps,
                         clip=bool(train_config.clip_norm))

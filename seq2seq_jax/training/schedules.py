@@ -22,6 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from seq2seq_jax import config_schema
+
 Schedule = Callable[[Any], Any]
 
 
@@ -99,7 +101,7 @@ def is_always_teacher_forced(name: str, **params) -> bool:
 
 def teacher_forcing_from_config(tf_config) -> Schedule | None:
   """The schedule of a `train.teacher_forcing` config section (None: always 1)."""
-  params = dict(tf_config)
+  params = config_schema.as_dict(tf_config)
   name = params.pop("schedule")
   if is_always_teacher_forced(name, **params):
     return None
@@ -116,7 +118,7 @@ def member_parameters(tf_config) -> dict[str, np.ndarray]:
   share one compiled step. Exponential's `log k` is taken in float64 here, as
   `exponential_schedule` does.
   """
-  params = dict(tf_config)
+  params = config_schema.as_dict(tf_config)
   name = params.pop("schedule")
   make_schedule(name, **params)  # checks the name and the values
   fn, fields = SCHEDULES[name]

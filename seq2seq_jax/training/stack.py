@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from seq2seq_jax import parallel
+from seq2seq_jax import config_schema, parallel
 from seq2seq_jax.tokens import PAD_ID
 from seq2seq_jax.training import optim, schedules, step
 
@@ -44,9 +44,9 @@ def stack_key(config) -> str:
   changes the optimizer state's layout), its norm does not. A member taught with
   gold tokens throughout may join members with sampling schedules: the stack then
   takes the per-token path for all (`make_stacked_train_step`)."""
-  tree = json.loads(json.dumps(config.to_dict()))
+  tree = json.loads(json.dumps(config_schema.as_dict(config)))
   clip_on = bool(tree["train"]["clip_norm"])
-  rsqrt = optim.train_field(config.train, "lr_schedule") == "rsqrt"
+  rsqrt = config.train.lr_schedule == "rsqrt"
   traced = TRACED_FIELDS + (RSQRT_TRACED if rsqrt else ())
   for field in traced:
     _drop(tree, field)
@@ -99,7 +99,7 @@ def member_hyper(config) -> dict:
   """The traced hyperparameters of one member, as numpy scalars."""
   tc = config.train
   return {"learning_rate": np.float32(tc.learning_rate),
-          "warmup_steps": np.float32(optim.train_field(tc, "warmup_steps")),
+          "warmup_steps": np.float32(tc.warmup_steps),
           "clip_norm": np.float32(tc.clip_norm),
           "label_smoothing": np.float32(tc.label_smoothing),
           "teacher_forcing": schedules.member_parameters(tc.teacher_forcing)}

@@ -5,10 +5,9 @@ import logging
 from pathlib import Path
 
 import jax
-import ml_collections
 import numpy as np
 
-from seq2seq_jax import config_utils, models
+from seq2seq_jax import config_schema, models
 from seq2seq_jax.data.vocab import load_vocab
 from seq2seq_jax.training import checkpoints, optim, step
 
@@ -38,7 +37,7 @@ def load_model(workdir, checkpoint: str = "best"):
     if not (workdir / name).exists():
       raise ValueError(f"{workdir / name} does not exist: --workdir must be a training "
                            "workdir (python -m seq2seq_jax.main ... --workdir=DIR)")
-  config = ml_collections.ConfigDict(config_utils.read_saved(workdir / "config.json"))
+  config = config_schema.read_saved(workdir / "config.json")
   src_vocab, tgt_vocab = load_vocab(workdir / "vocab_src.json"), load_vocab(workdir /
                                                                             "vocab_tgt.json")
   model = models.build(config.model, len(src_vocab), len(tgt_vocab))

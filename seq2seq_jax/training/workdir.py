@@ -13,7 +13,7 @@ import time
 import jax
 from tensorboardX import SummaryWriter
 
-from seq2seq_jax import config_utils, data, parallel
+from seq2seq_jax import config_schema, config_utils, data, parallel
 from seq2seq_jax.data.vocab import load_vocab
 from seq2seq_jax.files import write_atomically
 
@@ -170,8 +170,8 @@ def check_config(config, workdir: Path, config_mismatch: str) -> None:
   path = workdir / "config.json"
   if not path.exists():
     return
-  resolved = json.loads(json.dumps(config.to_dict()))  # as saved: tuples become lists
-  diffs = [d for d in config_utils.differences(config_utils.read_saved(path), resolved)
+  saved = config_schema.as_dict(config_schema.read_saved(path))
+  diffs = [d for d in config_utils.differences(saved, config_schema.as_dict(config))
            if not d.startswith(tuple(s + "." for s in PLACEMENT_SECTIONS))]
   if diffs and config_mismatch != "allow":
     raise ValueError(f"{workdir} holds a run with another config; differing fields: "
@@ -189,8 +189,8 @@ def prepare(config, workdir: Path, config_mismatch: str, devices: dict | None = 
   if not parallel.is_primary():
     return
   workdir.mkdir(parents=True, exist_ok=True)
-  resolved = json.loads(json.dumps(config.to_dict()))
-  write_atomically(workdir / "config.json", json.dumps(resolved, indent=2, sort_keys=True) + "\n")
+  write_atomically(workdir / "config.json",
+                   json.dumps(config_schema.as_dict(config), indent=2, sort_keys=True) + "\n")
   write_atomically(workdir / "environment.json", json.dumps(environment(devices), indent=2) + "\n")
 
 
