@@ -160,12 +160,12 @@ def _run_queue(queue, running, parallel, start, display, counts, failed_now) -> 
       number, job, ghosts = queue.pop(0)
       running[number] = (job, start(number, job, ghosts), time.time())
     time.sleep(0.2)
-    for number, (job, proc, start) in list(running.items()):
+    for number, (job, proc, started) in list(running.items()):
       rc = proc.poll()
       if rc is None:
         continue
       del running[number]
-      _finished(job, rc, time.time() - start, display, failed_now)
+      _finished(job, rc, time.time() - started, display, failed_now)
     if time.time() - last_print > 30 or not (queue or running):
       log.info(display.line(*counts()))
       last_print = time.time()
