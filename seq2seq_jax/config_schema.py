@@ -290,6 +290,16 @@ def build(config, saved: bool = False) -> Config:
   return _build(Config, config, "", saved)
 
 
+def _absent_fields(cls, prefix="") -> set:
+  out = set()
+  for f in dataclasses.fields(cls):
+    if _is_section(f):
+      out |= _absent_fields(f.type, prefix + f.name + ".")
+    elif "absent" in f.metadata:
+      out.add(prefix + f.name)
+  return out
+
+
 def read_saved(path) -> Config:
   """A workdir's `config.json` as a `Config`, in today's field meanings."""
   return build(files.read_json(path), saved=True)
@@ -326,3 +336,7 @@ def describe(config) -> str:
 # The annotations are classes, not strings: `_is_section` and `_typed` read them.
 assert all(isinstance(f.type, type) for c in (Config, Dataset, Model, Train, Eval, Mesh)
            for f in dataclasses.fields(c)), "config_schema: annotate fields with classes"
+
+
+# The fields whose absence from a saved config.json has a meaning (their `absent`).
+ABSENT = _absent_fields(Config)

@@ -124,13 +124,14 @@ def train_members(configs: list, workdirs: list, on_member_end: Callable | None 
 def _resume(live: list[Member], states: list, tx, devices: dict, log_config: bool) -> int:
   """Opens the members' checkpoints and files; their states (in `states`) at the
   newest common checkpoint, or a warm start's at step 0. Returns that step."""
+  for m in live:  # a warm member has no checkpoints: its start is step 0 (the template)
+    if m.warm is not None:  # before any checkpoint manager opens, so a refusal leaves none
+      states[m.slot] = m.warm.into(states[m.slot], tx)
   for m in live:
     m.open_checkpoints()
   start, restored = restore_members(live, [states[m.slot] for m in live])
   for m, state in zip(live, restored):
     states[m.slot] = state
-    if not start and m.warm is not None:  # a fresh run: the other run's params, step 0
-      states[m.slot] = m.warm.into(state, tx)
   for m in live:
     m.open_files(start, states[m.slot], devices, log_config)
   return start

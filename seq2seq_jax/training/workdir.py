@@ -170,7 +170,11 @@ def check_config(config, workdir: Path, config_mismatch: str) -> None:
   path = workdir / "config.json"
   if not path.exists():
     return
-  saved = config_schema.as_dict(config_schema.read_saved(path))
+  # Today's meanings of the saved fields; a field the run did not save (and whose
+  # absence has no known meaning) shows as <absent>, not as today's default.
+  written = config_utils.flatten(config_schema.migrate(json.loads(path.read_text())))
+  saved = {k: v for k, v in config_utils.flatten(config_schema.as_dict(
+      config_schema.read_saved(path))).items() if k in written or k in config_schema.ABSENT}
   diffs = [d for d in config_utils.differences(saved, config_schema.as_dict(config))
            if not d.startswith(tuple(s + "." for s in PLACEMENT_SECTIONS))]
   if diffs and config_mismatch != "allow":
