@@ -14,7 +14,7 @@ checkpoints, and retries failed ones (an error in the run) only with
 `--retry_failed`. `--index=K` runs member K alone, so that a scheduler's array
 job (SLURM, a Kubernetes indexed Job) can spread the sweep over machines; a
 per-member lock keeps two processes off one member. Compiled programs are
-cached in `DIR/jax_cache`, shared by the members.
+cached in `DIR/jax_cache`, shared by the members (or in $JAX_COMPILATION_CACHE_DIR if set).
 
 `--stack` trains members that differ only in seed, learning rate, clip norm,
 label smoothing or teacher-forcing schedule as one program in one

@@ -64,8 +64,9 @@ def run_worker(members: list, ghosts: list, cache_dir, stack_number: int | None)
     mine.append(m)
   if not mine:
     return stacks.LOCKED_EXIT
-  jax.config.update("jax_compilation_cache_dir", str(cache_dir))
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+  if not jax.config.jax_compilation_cache_dir:  # one the user set ($JAX_COMPILATION_CACHE_DIR) wins
+    jax.config.update("jax_compilation_cache_dir", str(cache_dir))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
   started = time.time()
   for m in mine:
     m.write_status(state="running", pid=os.getpid(), started=started,

@@ -172,9 +172,10 @@ def check_config(config, workdir: Path, config_mismatch: str) -> None:
     return
   # Today's meanings of the saved fields; a field the run did not save (and whose
   # absence has no known meaning) shows as <absent>, not as today's default.
+  # read_saved first: it names the file when the JSON is damaged.
+  read = config_utils.flatten(config_schema.as_dict(config_schema.read_saved(path)))
   written = config_utils.flatten(config_schema.migrate(json.loads(path.read_text())))
-  saved = {k: v for k, v in config_utils.flatten(config_schema.as_dict(
-      config_schema.read_saved(path))).items() if k in written or k in config_schema.ABSENT}
+  saved = {k: v for k, v in read.items() if k in written or k in config_schema.ABSENT}
   diffs = [d for d in config_utils.differences(saved, config_schema.as_dict(config))
            if not d.startswith(tuple(s + "." for s in PLACEMENT_SECTIONS))]
   if diffs and config_mismatch != "allow":
