@@ -24,6 +24,14 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".pytest_cache", "jax"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 
+import jax  # noqa: E402  (after the flags above)
+
+# Only for those subprocesses: in a test worker (torch loaded beside XLA) writing an
+# executable to the cache crashed the worker twice (a segfault in jax's
+# compilation_cache.put_executable_and_time, 1 run in 3), and xdist's restarted
+# worker then rebuilt every session fixture.
+jax.config.update("jax_enable_compilation_cache", False)
+
 
 @pytest.fixture(scope="session")
 def quick_run(tmp_path_factory):
