@@ -1,6 +1,7 @@
 """The files of a run's workdir beside its checkpoints: config, environment,
 vocabularies, metrics (JSON lines and TensorBoard), the progress line, the report."""
 
+import copy
 import importlib.metadata
 import json
 import logging
@@ -13,7 +14,7 @@ import time
 import jax
 from tensorboardX import SummaryWriter
 
-from seq2seq_jax import config_schema, config_utils, data, parallel
+from seq2seq_jax import config_schema, config_utils, data, files, parallel
 from seq2seq_jax.data.vocab import load_vocab
 from seq2seq_jax.files import write_atomically
 
@@ -172,9 +173,10 @@ def check_config(config, workdir: Path, config_mismatch: str) -> None:
     return
   # Today's meanings of the saved fields; a field the run did not save (and whose
   # absence has no known meaning) shows as <absent>, not as today's default.
-  # read_saved first: it names the file when the JSON is damaged.
-  read = config_utils.flatten(config_schema.as_dict(config_schema.read_saved(path)))
-  written = config_utils.flatten(config_schema.migrate(json.loads(path.read_text())))
+  raw = files.read_json(path)  # names the file when the JSON is damaged
+  read = config_utils.flatten(config_schema.as_dict(config_schema.build(copy.deepcopy(raw),
+                                                                        saved=True)))
+  written = config_utils.flatten(config_schema.migrate(raw))
   saved = {k: v for k, v in read.items() if k in written or k in config_schema.ABSENT}
   diffs = [d for d in config_utils.differences(saved, config_schema.as_dict(config))
            if not d.startswith(tuple(s + "." for s in PLACEMENT_SECTIONS))]
