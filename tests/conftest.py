@@ -1,6 +1,7 @@
 """Test-wide settings (the models here are tiny, so compile time dominates) and
 the quick run that several test files compare against."""
 
+import gc
 import io
 import os
 from pathlib import Path
@@ -31,6 +32,39 @@ import jax  # noqa: E402  (after the flags above)
 # compilation_cache.put_executable_and_time, 1 run in 3), and xdist's restarted
 # worker then rebuilt every session fixture.
 jax.config.update("jax_enable_compilation_cache", False)
+
+
+def _memory_maps(path="/proc/self/maps") -> int:
+  try:
+    with open(path) as f:
+      return sum(1 for _ in f)
+  except OSError:  # not Linux
+    return 0
+
+
+def _max_memory_maps() -> int:
+  try:
+    return int(Path("/proc/sys/vm/max_map_count").read_text())
+  except (OSError, ValueError):
+    return 65530  # Linux's default
+
+
+@pytest.fixture(autouse=True)
+def _bounded_compiled_programs():
+  """Frees jax's compiled programs once this worker holds many.
+
+  Each program XLA compiles for the CPU maps its code and data into memory (about
+  300 maps for a test of tests/test_train.py), and jax keeps every program alive
+  in its caches. A test worker compiles thousands: past the kernel's
+  vm.max_map_count (65530 by default) the next mmap fails inside XLA and the
+  worker dies of a segfault (in compile or in writing the compile cache, seen in
+  1 suite run in 3 after about 400 tests), taking its session fixtures with it.
+  `jax.clear_caches()` unmaps them; it runs only when half the limit is used, so
+  programs shared by neighbouring tests are mostly compiled once."""
+  yield
+  if _memory_maps() > _max_memory_maps() // 2:
+    jax.clear_caches()
+    gc.collect()
 
 
 @pytest.fixture(scope="session")
