@@ -27,26 +27,29 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 
 import jax  # noqa: E402  (after the flags above)
 
-# Only for those subprocesses: in a test worker (torch loaded beside XLA) writing an
-# executable to the cache crashed the worker twice (a segfault in jax's
-# compilation_cache.put_executable_and_time, 1 run in 3), and xdist's restarted
-# worker then rebuilt every session fixture.
+# Only for those subprocesses: the test workers compile and do not write the cache.
+# (It was turned off when a worker crashed while writing it; the crash was most
+# likely the memory-map limit below, and the cache was not turned back on.)
 jax.config.update("jax_enable_compilation_cache", False)
 
 
-def _memory_maps(path="/proc/self/maps") -> int:
-  try:
-    with open(path) as f:
-      return sum(1 for _ in f)
-  except OSError:  # not Linux
-    return 0
-
-
-def _max_memory_maps() -> int:
+def _read_map_limit() -> int:
   try:
     return int(Path("/proc/sys/vm/max_map_count").read_text())
   except (OSError, ValueError):
     return 65530  # Linux's default
+
+
+MAP_LIMIT = _read_map_limit()  # the kernel's vm.max_map_count, read once
+
+
+def _memory_maps() -> int:
+  """How many memory maps this process holds (0 where /proc is not there)."""
+  try:
+    with open("/proc/self/maps") as f:
+      return sum(1 for _ in f)
+  except OSError:
+    return 0
 
 
 @pytest.fixture(autouse=True)
@@ -54,15 +57,15 @@ def _bounded_compiled_programs():
   """Frees jax's compiled programs once this worker holds many.
 
   Each program XLA compiles for the CPU maps its code and data into memory (about
-  300 maps for a test of tests/test_train.py), and jax keeps every program alive
-  in its caches. A test worker compiles thousands: past the kernel's
-  vm.max_map_count (65530 by default) the next mmap fails inside XLA and the
-  worker dies of a segfault (in compile or in writing the compile cache, seen in
-  1 suite run in 3 after about 400 tests), taking its session fixtures with it.
-  `jax.clear_caches()` unmaps them; it runs only when half the limit is used, so
-  programs shared by neighbouring tests are mostly compiled once."""
+  260-370 maps for a test of tests/test_train.py, measured), and jax keeps every
+  program alive in its caches; a test worker compiles thousands. Past the kernel's
+  vm.max_map_count (65530 by default) an mmap inside XLA fails: most likely the
+  workers' segfaults (in compile or in writing the compile cache, 1 suite run in 3,
+  which took their session fixtures with them). `jax.clear_caches()` unmaps them;
+  it runs only when half the limit is used, so programs shared by neighbouring
+  tests are mostly compiled once."""
   yield
-  if _memory_maps() > _max_memory_maps() // 2:
+  if _memory_maps() > MAP_LIMIT // 2:
     jax.clear_caches()
     gc.collect()
 
