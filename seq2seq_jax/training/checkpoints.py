@@ -205,5 +205,12 @@ class Checkpoints:
 
   def close(self) -> None:
     self.wait()
-    self.last.close()
-    self.best.close()
+    for manager in (self.last, self.best):
+      # A new manager cleans up older runs' temporary directories in a thread of its
+      # own, which its close() does not wait for (orbax 0.12): left running, it met
+      # the interpreter's shutdown and printed a traceback under a stopped start's
+      # one error line. Orbax awaits it itself before a first save.
+      cleanup = getattr(manager, "_cleanup_tmp_directory_future", None)
+      if cleanup is not None:
+        cleanup.result()
+      manager.close()
