@@ -12,15 +12,15 @@ import tarfile
 
 import pytest
 
-# Less LLVM optimisation (about 40% less compile time for the tiny test models),
-# and XLA:CPU's older loop emitters instead of its fusion emitters (half again: a
-# quick run's training step compiled in 1.1 s instead of 2.5 s, a copy-task
-# combination of tests/test_train.py in 1.6 s instead of 2.8 s, measured on a
-# 2-core Xeon). Both change only float rounding, and every test that compares runs
-# bit for bit runs both sides under these flags. Set before jax is imported; a
-# user's own XLA_FLAGS win.
-os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0 "
-                      "--xla_cpu_use_fusion_emitters=false")
+# Less LLVM optimisation: about 40% less compile time for the tiny test models.
+OPT_LEVEL_FLAG = "--xla_backend_optimization_level=0"
+# XLA:CPU's older loop emitters instead of its fusion emitters: half the compile
+# time again (a quick run's training step compiled in 1.1 s instead of 2.5 s, a
+# copy-task combination of tests/test_train.py in 1.6 s instead of 2.8 s, on a
+# 2-core Xeon; the suite 12.5 instead of 20 minutes). Both flags change only float
+# rounding, and every test that compares runs bit for bit runs both sides under
+# the same flags. Set before jax is imported; a user's own XLA_FLAGS win.
+os.environ.setdefault("XLA_FLAGS", f"{OPT_LEVEL_FLAG} --xla_cpu_use_fusion_emitters=false")
 
 # One persistent compilation cache for the session's workers and the runs they
 # start as subprocesses: many tests compile the same quick model (the runner's
@@ -121,10 +121,11 @@ def baseline_code(tmp_path_factory):
   return tree
 
 
-def code_env(tree: Path, tests_xla_flags: bool = False) -> dict:
+def code_env(tree: Path, xla_flags: str | None = None) -> dict:
   """The environment of a run of the package in `tree`: it first on PYTHONPATH, and
-  without the tests' XLA_FLAGS (the user's command, as a user runs it) unless
-  `tests_xla_flags` (to compare with a run the tests made with them)."""
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS" or tests_xla_flags}
+  XLA_FLAGS=`xla_flags` (none: the user's command, as a user runs it)."""
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  if xla_flags is not None:
+    env["XLA_FLAGS"] = xla_flags
   env["PYTHONPATH"] = os.pathsep.join([str(tree)] + [p for p in [env.get("PYTHONPATH")] if p])
   return env

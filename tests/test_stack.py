@@ -268,8 +268,8 @@ def test_a_stacked_sweep_computes_what_the_baseline_computed(sweeps, baseline_co
   predictions byte for byte (`test_regression.py`)."""
   healthy, names = sweeps[1], _names(sweeps[1], "")
   files = ("metrics.jsonl", "predictions_dev.txt", "predictions_test.txt")
-  run_files(baseline_code, ["--config=tests/configs/stack_quick.py:"],
-            tmp_path, "seq2seq_jax.sweep", files=(), tests_xla_flags=True)  # as `sweeps` ran
+  run_files(baseline_code, ["--config=tests/configs/stack_quick.py:"], tmp_path,
+            "seq2seq_jax.sweep", files=(), xla_flags=os.environ["XLA_FLAGS"])  # as `sweeps` ran
   for name in names:
     for file in files:
       today, baseline = ((d / "members" / name / file).read_bytes() for d in (healthy, tmp_path))
