@@ -101,29 +101,59 @@ def _flag_error(message: str) -> str:
   return lines[0] if lines else message
 
 
+def _config_file(argv) -> str | None:
+  """The file of `--config=FILE[:ARG]` on the command line, as given."""
+  for i, arg in enumerate(argv[1:], 1):
+    if arg.startswith("--config="):
+      return arg.split("=", 1)[1].split(":")[0]
+    if arg == "--config" and i + 1 < len(argv):
+      return argv[i + 1].split(":")[0]
+  return None
+
+
+def config_file_error(e: BaseException, path: str | None) -> str | None:
+  """`e` as one line naming the config file's line, if `e` came from that file's own
+  code (its syntax, `get_config()`, `get_sweep()`); None if it did not."""
+  if not path:
+    return None
+  target = Path(path).resolve()
+  if isinstance(e, SyntaxError) and e.filename and Path(e.filename).resolve() == target:
+    return f"--config={path}: line {e.lineno}: {e.msg}"
+  frames = [f for f in traceback.extract_tb(e.__traceback__)
+            if Path(f.filename).resolve() == target]
+  if not frames:
+    return None
+  return f"--config={path}: line {frames[-1].lineno} raised {type(e).__name__}: {e}"
+
+
 def parse_flags(argv, config_flag):
   """Parses the flags; returns the config, or exits 2 with one line naming the problem
   (0 after `--help` or `--config_help`)."""
   exit_on_help(argv)
+  path = _config_file(argv)
+  if path and not Path(path).is_file():  # checked first: an override would meet it as a traceback
+    fail(f"--config={path}: no such file (a config is a Python file, e.g. configs/default.py)")
   try:
     flags.FLAGS(argv)
     config = config_flag.value
     if config is not None:
       config.keys()  # a config file that failed to load raises here (ml_collections defers it)
-  except flags.Error as e:
-    fail(_flag_error(str(e)))
-  except (AttributeError, KeyError) as e:  # an unknown field, with ml_collections' hint
-    hint = str(e)
-    if len(hint) > 1 and hint[0] == hint[-1] and hint[0] in "'\"":  # KeyError's repr quotes
-      hint = hint[1:-1]
-    hint = hint.replace("\\n", " ").replace("\\'", "'")
-    fail(f"unknown config field in {[a for a in argv[1:] if a.startswith('--config.')]}: "
-         + hint)
-  except (OSError, ValueError, TypeError) as e:
-    path = flags.FLAGS["config"].serialize().split("=", 1)[-1].split(":")[0]
-    if path and not Path(path).is_file():
-      fail(f"--config={path}: no such file (a config is a Python file, e.g. configs/default.py)")
-    fail(e)
+  except Exception as e:  # noqa: BLE001  the config file is user code: any error in it is one line
+    in_file = config_file_error(e, path)
+    if in_file is not None:
+      fail(in_file)
+    if isinstance(e, flags.Error):
+      fail(_flag_error(str(e)))
+    if isinstance(e, (AttributeError, KeyError)):  # an unknown field, with ml_collections' hint
+      hint = str(e)
+      if len(hint) > 1 and hint[0] == hint[-1] and hint[0] in "'\"":  # KeyError's repr quotes
+        hint = hint[1:-1]
+      hint = hint.replace("\\n", " ").replace("\\'", "'")
+      fail(f"unknown config field in {[a for a in argv[1:] if a.startswith('--config.')]}: "
+           + hint)
+    if isinstance(e, (OSError, ValueError, TypeError)):
+      fail(e)
+    raise
   exit_on_config_help(config)
   if config is None or not flags.FLAGS.workdir:
     fail("--config and --workdir are required (--help lists the flags)")

@@ -17,6 +17,7 @@ A sweep is an ordered list of override dicts (`{"model.cell": "gru", "seed": 1}`
 `product` varies its last axis fastest, `zipit` walks its axes together.
 """
 
+import hashlib
 import itertools
 import math
 import re
@@ -68,6 +69,19 @@ def _format(value) -> str:
   return str(value)
 
 
+# A member's name is a file name (`status/NAME.json`): file systems allow 255 bytes.
+MAX_NAME_BYTES = 200
+
+
+def _fit_file_name(name: str) -> str:
+  """`name`, or where longer than MAX_NAME_BYTES in UTF-8 its start and a hash of it all."""
+  data = name.encode()
+  if len(data) <= MAX_NAME_BYTES:
+    return name
+  digest = hashlib.sha256(data).hexdigest()[:12]
+  return data[:MAX_NAME_BYTES - 13].decode(errors="ignore") + "~" + digest
+
+
 def member_names(members: Sweep) -> list[str]:
   """`cell=gru,attention=dot,seed=1`: the last part of each field's name (the
   full name where two fields share a last part), in the member's order."""
@@ -79,7 +93,7 @@ def member_names(members: Sweep) -> list[str]:
   names = []
   for m in members:
     name = ",".join(f"{short[f]}={_format(v)}" for f, v in m.items()) or "base"
-    names.append(re.sub(r"[^\w.,=()+-]", "_", name))
+    names.append(_fit_file_name(re.sub(r"[^\w.,=()+-]", "_", name)))
   if len(set(names)) != len(names):
     dup = [n for n in names if names.count(n) > 1][0]
     raise ValueError(f"two sweep members have the same overrides: {dup}")

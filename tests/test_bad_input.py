@@ -74,9 +74,43 @@ def test_main_refuses_bad_input_in_one_line(tmp_path, flags, name):
   assert not workdir.exists()
 
 
-def test_a_missing_config_file_is_one_line(tmp_path):
-  _assert_one_line(_run("main", "--config=configs/nope.py", f"--workdir={tmp_path / 'w'}"),
-                   "--config=configs/nope.py")
+@pytest.mark.parametrize("module", ["main", "sweep"])
+@pytest.mark.parametrize("overrides", [[], ["--config.seed=3"]])
+def test_a_missing_config_file_is_one_line(tmp_path, module, overrides):
+  """With an override, before: three chained tracebacks (ml_collections reads the file
+  to parse the override, and the error handler asked the unparsed flag its value)."""
+  _assert_one_line(_run(module, "--config=configs/nope.py", *overrides,
+                        f"--workdir={tmp_path / 'w'}"), "--config=configs/nope.py: no such file")
+  assert not (tmp_path / "w").exists()
+
+
+BROKEN_CONFIGS = {  # a config file's own error: before, its traceback
+    "syntax": ("def get_config(:\n", "line 1: invalid syntax"),
+    "raises": ("def get_config():\n  raise RuntimeError('boom')\n",
+               "line 2 raised RuntimeError: boom"),
+    "get_sweep raises": ("from configs.default import get_config  # noqa\n\n"
+                         "def get_sweep():\n  return 1 / 0\n",
+                         "line 4 raised ZeroDivisionError: division by zero"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN_CONFIGS))
+def test_a_config_file_that_fails_is_one_line_naming_its_line(tmp_path, case):
+  text, message = BROKEN_CONFIGS[case]
+  config = tmp_path / "broken.py"
+  config.write_text(text)
+  modules = ["sweep"] if case == "get_sweep raises" else ["main", "sweep"]
+  for module, overrides in [(m, o) for m in modules for o in ([], ["--config.seed=3"])]:
+    proc = _run(module, f"--config={config}", *overrides, f"--workdir={tmp_path / 'w'}")
+    _assert_one_line(proc, f"--config={config}: {message}")
+  assert not (tmp_path / "w").exists()
+
+
+def test_summarize_of_a_missing_sweep_directory_is_one_line(tmp_path):
+  """Before: FileNotFoundError on members.csv."""
+  _assert_one_line(_run("sweep", STACK, f"--workdir={tmp_path / 'none'}", "--summarize"),
+                   f"--workdir={tmp_path / 'none'}: no such directory")
+  assert not (tmp_path / "none").exists()
 
 
 def test_an_unknown_config_argument_gives_its_reason(tmp_path):

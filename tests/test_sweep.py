@@ -85,6 +85,22 @@ def faulty(tmp_path_factory):
 
 
 @pytest.mark.xdist_group("faulty_sweep")
+def test_a_member_name_too_long_for_a_file_is_shortened_and_stays_unique(tmp_path):
+  """Before: `OSError: File name too long` at the member's status file, and an empty
+  sweep skeleton left behind."""
+  long = "wörter" * 60  # 420 bytes in UTF-8
+  members = [{"train.init_from": long + "a"}, {"train.init_from": long + "b"},
+             {"train.init_from": "short"}]
+  names = hyper.member_names(members)
+  assert names[2] == "init_from=short"
+  assert names[0] != names[1] and names[0].startswith("init_from=wörter")
+  for name in names:
+    assert len(name.encode()) <= 200
+    for suffix in (".json", ".lock", ".log"):
+      (tmp_path / f"{name}{suffix}").write_text("")  # a file system's 255 bytes
+  assert hyper.member_names(members) == names  # deterministic
+
+
 def test_failures_are_reported_and_the_others_finish(faulty):
   root, returncode, out, names = faulty
   assert returncode == 1, out

@@ -32,8 +32,8 @@ import sys
 from absl import flags
 from ml_collections import config_flags
 
+from seq2seq_jax.cli import config_file_error, parse_flags
 from seq2seq_jax.cli import fail as _fail
-from seq2seq_jax.cli import parse_flags
 from seq2seq_jax.sweep import driver, stacks, summary, worker
 from seq2seq_jax.sweep.members import Member, SweepError, expand
 
@@ -71,10 +71,16 @@ def main(argv) -> None:
   logging.getLogger("seq2seq_jax").setLevel(logging.INFO)
   root = Path(_WORKDIR.value).resolve()
   config_arg = flags.FLAGS["config"].serialize().split("=", 1)[1]
+  if _SUMMARIZE.value and not root.is_dir():
+    _fail(f"--workdir={root}: no such directory: no member of this sweep has run (without "
+          "--summarize the command runs them)")
   try:
     members = expand(config, config_arg, root)
-  except (SweepError, OSError, ValueError) as e:
-    _fail(e)
+  except Exception as e:  # noqa: BLE001  get_sweep() is user code: an error in it is one line
+    in_file = config_file_error(e, config_arg.partition(":")[0])
+    if in_file is None and not isinstance(e, (SweepError, OSError, ValueError)):
+      raise
+    _fail(in_file or e)
   index, stack_index = _INDEX.value, _STACK_INDEX.value
   if index is not None and not 0 <= index < len(members):
     _fail(f"--index={index} is out of range: the sweep has {len(members)} members "
