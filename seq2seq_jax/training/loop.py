@@ -13,7 +13,9 @@ would. A killed stack resumes every member from their newest common checkpoint,
 exactly.
 """
 
+import contextlib
 import logging
+from pathlib import Path
 import time
 from typing import Callable
 
@@ -21,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from seq2seq_jax import config_schema, data, evaluate, models, parallel
+from seq2seq_jax import config_schema, data, evaluate, files, models, parallel
 from seq2seq_jax.training import faults, optim, records, stack
 from seq2seq_jax.training import workdir as workdir_files
 from seq2seq_jax.training.members import (
@@ -72,6 +74,19 @@ def train_members(configs: list, workdirs: list, on_member_end: Callable | None 
              len(configs), along_members)
     return train_members(configs + configs[-1:] * pad, workdirs + [None] * pad, on_member_end,
                          max_members, active + [False] * pad, config_mismatch)[:len(configs)]
+  with contextlib.ExitStack() as held:  # one process per workdir (not a jax.distributed peer's)
+    for w in workdirs if parallel.is_primary() else ():
+      if w is not None:
+        workdir_files.check_writable(Path(w))
+        held.enter_context(files.hold_directory(w))
+    return _train_held(configs, workdirs, on_member_end, max_members, active, config_mismatch,
+                       mesh)
+
+
+def _train_held(configs, workdirs, on_member_end, max_members, active, config_mismatch,
+                mesh) -> list:
+  """`train_members` once this process holds the members' workdirs."""
+  along_members = mesh.shape["members"]
   devices = parallel.describe(mesh)
   log.info("devices: %s", parallel.summary(devices))  # the first line of a run's log
   members = [Member(k, c, w, config_mismatch) for k, (c, w) in enumerate(zip(configs, workdirs))]
