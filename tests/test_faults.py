@@ -235,3 +235,26 @@ def test_closed_checkpoints_leave_no_orbax_thread_running(tmp_path, monkeypatch)
   before = set(threading.enumerate())
   checkpoints.Checkpoints(tmp_path / "checkpoints", keep=2).close()
   assert [t for t in threading.enumerate() if t not in before and t.is_alive()] == []
+
+
+def test_the_vocabularies_of_a_failed_start_are_not_reused(tmp_path):
+  """Issue 32, item 2: a start that fails after the data loaded (a batch larger than
+  the corpus) leaves its word vocabularies; before, the corrected command with
+  `tokenizer=char` trained on them while its config.json said char."""
+  corpus = tmp_path / "pairs.tsv"
+  words = ["haus", "baum", "katze", "hund", "auto", "buch"]
+  sources = [" ".join(words[i // 6 ** k % 6] for k in range(4)) for i in range(120)]
+  corpus.write_text("".join(f"{s}\t{' '.join(reversed(s.split()))}\n" for s in sources))
+  workdir = tmp_path / "run"
+  common = [QUICK, f"--config.dataset.name=tsv:{corpus}", f"--workdir={workdir}",
+            "--config.dataset.dev_size=10", "--config.dataset.test_size=10"]
+  assert_one_error_line(run("main", *common, "--config.dataset.tokenizer=word",
+                            "--config.train.batch_size=5000"), "train.batch_size=5000")
+  assert json.loads((workdir / "vocab_src.json").read_text())["kind"] == "word"  # left behind
+  proc = run("main", *common, "--config.dataset.tokenizer=char", "--config.train.num_steps=2",
+             "--config.eval.every_steps=2")
+  assert proc.returncode == 0, proc.stderr
+  for side in ("src", "tgt"):
+    vocab = json.loads((workdir / f"vocab_{side}.json").read_text())
+    assert vocab["kind"] == "char" and "haus" not in vocab["tokens"], vocab
+  assert json.loads((workdir / "config.json").read_text())["dataset"]["tokenizer"] == "char"

@@ -140,7 +140,7 @@ def load_shared_data(members: list[Member]) -> data.Dataset:
   for m in members[1:]:
     for name in ("vocab_src.json", "vocab_tgt.json"):
       own, theirs = m.workdir / name, first.workdir / name
-      if not own.exists():
+      if not own.exists() or not (m.workdir / "config.json").exists():  # (see load_data)
         m.workdir.mkdir(parents=True, exist_ok=True)
         own.write_bytes(theirs.read_bytes())
       elif own.read_bytes() != theirs.read_bytes():

@@ -220,11 +220,18 @@ def prepare(config, workdir: Path, config_mismatch: str, devices: dict | None = 
 
 def load_data(config, workdir: Path, vocabularies: tuple | None = None) -> data.Dataset:
   """The dataset, with the vocabularies saved in the workdir (made on the first
-  run, or the given `(source, target)` ones: a warm start's)."""
+  run, or the given `(source, target)` ones: a warm start's).
+
+  Vocabularies without a config.json beside them are a start's that failed (or
+  was killed) before training began: made again from this config, not reused (they
+  may be of another tokenizer, which config.json would then wrongly claim)."""
   src_path, tgt_path = workdir / "vocab_src.json", workdir / "vocab_tgt.json"
   if not parallel.is_primary():  # the primary makes them; the workdir is shared
     parallel.barrier("vocabularies")
-  if src_path.exists() and tgt_path.exists():
+  started = not parallel.is_primary() or (workdir / "config.json").exists()
+  if src_path.exists() and tgt_path.exists() and not started:
+    log.info("%s: vocabularies of a start that did not reach training; made again", workdir)
+  if src_path.exists() and tgt_path.exists() and started:
     dataset = data.load(config.dataset, load_vocab(src_path), load_vocab(tgt_path))
   else:
     dataset = data.load(config.dataset, *(vocabularies or ()))
