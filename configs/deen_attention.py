@@ -21,7 +21,7 @@ def get_config(arg=None):
   config.dataset.name = "debian:de-en"
   config.dataset.tokenizer = "sentencepiece"
   config.dataset.vocab_size = 8000
-  config.dataset.max_src_len = 64  # training pairs only; dev and test keep long ones
+  config.dataset.max_src_len = 64  # training pairs over it dropped; dev and test cut to it
   config.dataset.max_tgt_len = 64
   config.dataset.bucket_boundaries = (10, 15, 20, 30, 45)
 

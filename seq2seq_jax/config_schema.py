@@ -65,7 +65,8 @@ class Dataset:
                                     "shape each")
   max_src_len: int = _field(
       256, "training pairs with more source tokens are dropped and counted before batching "
-      "(one stray 5,000-token line would pad every batch to it); 0 = no limit", absent=0)
+      "(one stray 5,000-token line would pad every batch to it), dev and test sources cut to "
+      "it for evaluation (counted; references stay whole); 0 = no limit", absent=0)
   max_tgt_len: int = _field(256, "the same for targets (<eos> included)", absent=0)
   joint_vocab: bool = _field(False, "one vocabulary of both sides (model.share_embeddings "
                              "needs it)")

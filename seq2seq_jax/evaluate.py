@@ -8,6 +8,7 @@ detokenized text.
 import dataclasses
 import functools
 import math
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -64,7 +65,8 @@ def _on_mesh(arrays, mesh):
 
 def decode_corpus(model, params, src: np.ndarray, batch_size: int,
                   options: decoding.DecodeOptions, stacked: bool = False, mesh=None,
-                  by_length: bool = False, seed: int = 0) -> decoding.Hypotheses:
+                  by_length: bool = False, seed: int = 0,
+                  between_batches: Callable[[], None] | None = None) -> decoding.Hypotheses:
   """Greedy, beam search or sampling (as `options` say) over `src [N, src_len]`
   in batches: the one corpus decoder of evaluation and `translate`.
 
@@ -75,7 +77,8 @@ def decode_corpus(model, params, src: np.ndarray, batch_size: int,
   shapes to compile, little padding). Sampling draws batch j's numbers from
   `fold_in(PRNGKey(seed), j)`. With `stacked`, `params` has a leading member axis
   and so has every output. With a `mesh`, each batch is split over its `data`
-  axis (`params` placed on it).
+  axis (`params` placed on it). `between_batches` is called before each batch (the
+  training loop's stop signals: it raises to stop).
 
   Returns numpy `Hypotheses` over all N sentences, in corpus order (a batch's
   outputs padded to the longest: `<pad>` tokens, zero attention).
@@ -91,6 +94,8 @@ def decode_corpus(model, params, src: np.ndarray, batch_size: int,
               batches([src], _batch_size(batch_size, len(src), mesh))]
   parts = []
   for number, (chunk, real) in enumerate(chunks):
+    if between_batches is not None:
+      between_batches()
     (chunk,) = _on_mesh([chunk], mesh)
     if stacked:
       out = _decode_members(model, params, chunk, options, _vmap_width(mesh))
@@ -127,11 +132,14 @@ def _vmap_width(mesh):
   return parallel.default_vmap_width()
 
 
-def forced_loss(model, params, src, tgt, batch_size, stacked: bool = False, mesh=None):
+def forced_loss(model, params, src, tgt, batch_size, stacked: bool = False, mesh=None,
+                between_batches: Callable[[], None] | None = None):
   """Mean teacher-forced token loss over `(src, tgt)` (`[members]` with `stacked`)."""
   batch_size = _batch_size(batch_size, len(src), mesh)
   total, count = 0.0, 0.0
   for (s, t), real in batches([src, tgt], batch_size):
+    if between_batches is not None:
+      between_batches()
     t = t.copy()
     t[real:] = PAD_ID  # padding rows contribute nothing
     count += float(np.sum(t != PAD_ID))
@@ -185,7 +193,8 @@ def _text_metrics(hyps, refs, char_level: bool) -> tuple[dict, object, object]:
   return metrics, bleu, chrf
 
 
-def evaluate(model, params, dataset, split: str, cfg_eval, mesh=None) -> dict:
+def evaluate(model, params, dataset, split: str, cfg_eval, mesh=None,
+             between_batches: Callable[[], None] | None = None) -> dict:
   """Loss, perplexity, BLEU / chrF / exact match of one split.
 
   The outputs come from beam search with `cfg_eval.beam_size` (greedy when
@@ -196,34 +205,41 @@ def evaluate(model, params, dataset, split: str, cfg_eval, mesh=None) -> dict:
     dict with `metrics` (JSON-ready numbers), `bleu_by_length`,
     `exact_match_by_length`, `signature`,
     `hypotheses`, `attention` and the source / output tokens of each sentence.
-    With a `mesh`, every batch is split over its data axis.
+    With a `mesh`, every batch is split over its data axis. `between_batches`: see
+    `decode_corpus`.
   """
-  return _evaluate(model, params, dataset, split, cfg_eval, members=None, mesh=mesh)[0]
+  return _evaluate(model, params, dataset, split, cfg_eval, None, mesh, between_batches)[0]
 
 
 def evaluate_members(model, stacked_params, members: int, dataset, split: str,
-                     cfg_eval, mesh=None) -> list[dict]:
+                     cfg_eval, mesh=None,
+                     between_batches: Callable[[], None] | None = None) -> list[dict]:
   """`evaluate` of each of the `members` runs stacked in `stacked_params` (a
   leading member axis): their loss and decoding run as one vmapped program."""
-  return _evaluate(model, stacked_params, dataset, split, cfg_eval, members=members, mesh=mesh)
+  return _evaluate(model, stacked_params, dataset, split, cfg_eval, members, mesh,
+                   between_batches)
 
 
-def _evaluate(model, params, dataset, split, cfg_eval, members, mesh) -> list[dict]:
+def _evaluate(model, params, dataset, split, cfg_eval, members, mesh,
+              between_batches) -> list[dict]:
   src, tgt = dataset.arrays[split]
   texts = dataset.texts[split]
   if cfg_eval.max_examples:
     src, tgt, texts = src[:cfg_eval.max_examples], tgt[:cfg_eval.max_examples], \
         texts[:cfg_eval.max_examples]
   stacked = members is not None
-  loss = forced_loss(model, params, src, tgt, cfg_eval.batch_size, stacked, mesh)
+  loss = forced_loss(model, params, src, tgt, cfg_eval.batch_size, stacked, mesh,
+                     between_batches)
   refs = [t for _, t in texts]
   char_level = dataset.tgt_vocab.kind == "char"
   options = decoding.DecodeOptions.from_eval_config(cfg_eval)
-  out = decode_corpus(model, params, src, cfg_eval.batch_size, options, stacked, mesh)
+  out = decode_corpus(model, params, src, cfg_eval.batch_size, options, stacked, mesh,
+                      between_batches=between_batches)
   greedy = None
   if options.beam_size > 1 and cfg_eval.report_greedy:
     greedy = decode_corpus(model, params, src, cfg_eval.batch_size,
-                           dataclasses.replace(options, beam_size=1), stacked, mesh)
+                           dataclasses.replace(options, beam_size=1), stacked, mesh,
+                           between_batches=between_batches)
   src_lengths = [int(np.sum(row != PAD_ID)) for row in src]
   results = []
   for m in range(members or 1):

@@ -120,10 +120,23 @@ def test_bad_dataset_config():
     data.TrainBatches(np.zeros((10, 2)), np.zeros((10, 2)), 64, 0)
 
 
-def test_long_pairs_are_dropped_and_counted(caplog):
-  ds = data.load(dataset_config(max_number=999, max_tgt_len=20))
+def test_long_pairs_are_dropped_from_training_and_cut_in_dev_and_test(caplog):
+  """Before, dev and test kept their long sentences at full width: one 20,000-word
+  dev line stalled every evaluation (issue 32, item 3)."""
+  ds = data.load(dataset_config(max_number=999, max_src_len=4, max_tgt_len=20))
   assert all(np.sum(row != PAD_ID) <= 20 for row in ds.arrays["train"][1])
+  assert all(np.sum(row != PAD_ID) <= 4 for row in ds.arrays["train"][0])
   assert "dropped" in caplog.text
+  for split in ("dev", "test"):
+    src, tgt = ds.arrays[split]
+    assert src.shape[1] == 4 and tgt.shape[1] <= 20
+    ids = [ds.src_vocab.encode(s) for s, _ in ds.texts[split]]
+    long = [i for i, row in enumerate(ids) if len(row) > 4]
+    assert long, split  # the texts (the references) stay whole
+    for i, row in enumerate(ids):
+      assert list(src[i][src[i] != PAD_ID]) == row[:4]
+    assert f"{split}: {len(long)} of {len(ids)} sources longer than dataset.max_src_len=4 are " \
+        "cut to it" in caplog.text
 
 
 def test_bucketed_batches_fixed_shapes_each_pair_once_resumable():

@@ -12,7 +12,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
@@ -217,7 +216,7 @@ def test_6b_a_5000_token_line_is_dropped_and_counted_before_batching(tmp_path, c
   assert "train: dropped 1 of 261 pairs longer than dataset.max_src_len=256" in caplog.text
 
 
-def test_closed_checkpoints_leave_no_orbax_thread_running(tmp_path, monkeypatch):
+def test_closed_checkpoints_leave_no_orbax_cleanup_running(tmp_path, monkeypatch):
   """A start stopped just after opening its checkpoints (Ctrl-C at `prepared`)
   closes them and exits: orbax's cleanup of older runs' temporary directories,
   slowed here, must be over by then, or it meets the interpreter's shutdown and
@@ -225,16 +224,17 @@ def test_closed_checkpoints_leave_no_orbax_thread_running(tmp_path, monkeypatch)
   from orbax.checkpoint._src.path import temporary_paths
 
   from seq2seq_jax.training import checkpoints
-  real = temporary_paths.cleanup_temporary_paths
+  real, finished = temporary_paths.cleanup_temporary_paths, []
 
   async def slow_cleanup(*args, **kwargs):
     await asyncio.sleep(1.0)
-    return await real(*args, **kwargs)
+    result = await real(*args, **kwargs)
+    finished.append(args[0])
+    return result
 
   monkeypatch.setattr(temporary_paths, "cleanup_temporary_paths", slow_cleanup)
-  before = set(threading.enumerate())
   checkpoints.Checkpoints(tmp_path / "checkpoints", keep=2).close()
-  assert [t for t in threading.enumerate() if t not in before and t.is_alive()] == []
+  assert sorted(Path(p).name for p in finished) == ["best", "last"]
 
 
 def test_the_vocabularies_of_a_failed_start_are_not_reused(tmp_path):
@@ -251,8 +251,8 @@ def test_the_vocabularies_of_a_failed_start_are_not_reused(tmp_path):
   assert_one_error_line(run("main", *common, "--config.dataset.tokenizer=word",
                             "--config.train.batch_size=5000"), "train.batch_size=5000")
   assert json.loads((workdir / "vocab_src.json").read_text())["kind"] == "word"  # left behind
-  proc = run("main", *common, "--config.dataset.tokenizer=char", "--config.train.num_steps=2",
-             "--config.eval.every_steps=2")
+  proc = run("main", *common, "--config.dataset.tokenizer=char", "--config.train.num_steps=10",
+             "--config.eval.every_steps=10")
   assert proc.returncode == 0, proc.stderr
   for side in ("src", "tgt"):
     vocab = json.loads((workdir / f"vocab_{side}.json").read_text())

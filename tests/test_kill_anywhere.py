@@ -120,6 +120,23 @@ def test_ctrl_c_and_sigterm_outside_the_step_loop_are_one_line(quick_run, tmp_pa
   assert_same_run(workdir, quick_run)
 
 
+def test_sigterm_in_an_evaluation_or_the_last_step_stops_there_and_resumes(quick_run, tmp_path):
+  """Issue 32, item 3. Before: a SIGTERM during step 30's evaluation waited for it and
+  its save; one during the last step let the run go on to its final evaluation and
+  exit 0 (on a big corpus, one after step 10 trained on to step 20)."""
+  workdir = tmp_path / "run"
+  for point, message in [("evaluating@30", "after step 30; the last checkpoint is step 20"),
+                         ("saving@60", "after step 60; the last checkpoint is step 60")]:
+    proc = _main(workdir, point, "SIGTERM")
+    assert proc.returncode == 143, (point, proc.stderr)
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last == f"error: stopped by SIGTERM {message}: the same command resumes from it", last
+    assert not (workdir / "finished.json").exists()
+  proc = _main(workdir)
+  assert proc.returncode == 0, proc.stderr
+  assert_same_run(workdir, quick_run)
+
+
 def _tmpfs(mount: Path, options: str) -> None:
   """Mounting needs root, as on this project's machines and CI."""
   mount.mkdir(exist_ok=True)

@@ -67,7 +67,7 @@ def _encode(pairs, src_vocab, tgt_vocab, src_len, tgt_len):
   src = np.full((len(pairs), src_len), PAD_ID, np.int32)
   tgt = np.full((len(pairs), tgt_len), PAD_ID, np.int32)
   for i, (s, t) in enumerate(pairs):
-    s_ids, t_ids = src_vocab.encode(s), tgt_vocab.encode(t, eos=True)
+    s_ids, t_ids = src_vocab.encode(s)[:src_len], tgt_vocab.encode(t, eos=True)[:tgt_len]
     src[i, :len(s_ids)] = s_ids
     tgt[i, :len(t_ids)] = t_ids
   return src, tgt
@@ -132,15 +132,31 @@ def load(cfg, src_vocab: Vocab | None = None, tgt_vocab: Vocab | None = None) ->
                                         src_kind, cfg)
   src_vocab = src_vocab or build_vocab([s for s, _ in texts["train"]], src_kind, cfg)
   tgt_vocab = tgt_vocab or build_vocab([t for _, t in texts["train"]], tgt_kind, cfg)
-  # Only training is length-filtered: dev and test keep their long sentences.
+  # Training drops its long pairs; dev and test keep theirs, cut to the limits.
   texts["train"] = _filter_long("train", texts["train"], src_vocab, tgt_vocab,
                                 cfg.max_src_len, cfg.max_tgt_len)
   arrays = {}
   for split in SPLITS:  # each split padded to its own longest pair
-    src_len = max(len(src_vocab.encode(s)) for s, _ in texts[split])
-    tgt_len = max(len(tgt_vocab.encode(t, eos=True)) for _, t in texts[split])
+    src_lengths = [len(src_vocab.encode(s)) for s, _ in texts[split]]
+    tgt_lengths = [len(tgt_vocab.encode(t, eos=True)) for _, t in texts[split]]
+    src_len, tgt_len = _cut(split, src_lengths, cfg.max_src_len, "source", "max_src_len"), \
+        _cut(split, tgt_lengths, cfg.max_tgt_len, "target", "max_tgt_len")
     arrays[split] = _encode(texts[split], src_vocab, tgt_vocab, src_len, tgt_len)
   return Dataset(cfg.name, texts, src_vocab, tgt_vocab, arrays)
+
+
+def _cut(split: str, lengths: list[int], limit: int, side: str, field: str) -> int:
+  """The width of a split's token arrays: its longest sentence, at most `limit`.
+  A dev or test sentence over it is cut to it, and counted: one stray long line
+  would otherwise widen every evaluation batch and stall decoding (its reference,
+  the text, stays whole). Training has no such sentence left (`_filter_long`)."""
+  longest = max(lengths)
+  if not limit or longest <= limit:
+    return longest
+  log.warning("%s: %d of %d %ss longer than dataset.%s=%d are cut to it for evaluation "
+              "(the longest has %d tokens; the references stay whole)", split,
+              sum(n > limit for n in lengths), len(lengths), side, field, limit, longest)
+  return limit
 
 
 class TrainBatches:

@@ -9,7 +9,8 @@ Unset, which it always is outside that test, a point costs one lookup in
 
 The points: `loaded` (data and vocabularies, before config.json), `prepared`
 (config.json written, nothing trained), `restored` (a checkpoint read back),
-`train_record@N`, `evaluated@N` (dev or test decoded, not yet recorded),
+`train_record@N`, `evaluating@N` (before each batch of a dev evaluation in the
+step loop), `evaluated@N` (dev or test decoded, not yet recorded),
 `dev_record@N`, `saving@N` (an asynchronous orbax save in flight), `test_record`
 and `outputs` (report and predictions written, the files not yet closed).
 `SEQ2SEQ_JAX_KILL_SIGNAL=SIGINT` (or SIGTERM) sends that signal instead: a Ctrl-C

@@ -13,9 +13,7 @@ would. A killed stack resumes every member from their newest common checkpoint,
 exactly.
 """
 
-import contextlib
 import logging
-from pathlib import Path
 import time
 from typing import Callable
 
@@ -23,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from seq2seq_jax import config_schema, data, evaluate, files, models, parallel
+from seq2seq_jax import config_schema, data, evaluate, models, parallel
 from seq2seq_jax.training import faults, optim, records, stack
 from seq2seq_jax.training import workdir as workdir_files
 from seq2seq_jax.training.members import (
@@ -32,10 +30,12 @@ from seq2seq_jax.training.members import (
   STOPPED,
   TRAINING,
   Member,
+  held_workdirs,
+  interrupt,
   load_shared_data,
   restore_members,
 )
-from seq2seq_jax.training.signals import RunInterrupted, StopSignals
+from seq2seq_jax.training.signals import StopSignals
 
 log = logging.getLogger(__name__)
 
@@ -74,11 +74,7 @@ def train_members(configs: list, workdirs: list, on_member_end: Callable | None 
              len(configs), along_members)
     return train_members(configs + configs[-1:] * pad, workdirs + [None] * pad, on_member_end,
                          max_members, active + [False] * pad, config_mismatch)[:len(configs)]
-  with contextlib.ExitStack() as held:  # one process per workdir (not a jax.distributed peer's)
-    for w in workdirs if parallel.is_primary() else ():
-      if w is not None:
-        workdir_files.check_writable(Path(w))
-        held.enter_context(files.hold_directory(w))
+  with held_workdirs(workdirs):  # one process per workdir
     return _train_held(configs, workdirs, on_member_end, max_members, active, config_mismatch,
                        mesh)
 
@@ -178,6 +174,7 @@ class _Loop:
                on_member_end):
     self.model, self.dataset, self.members, self.batches = model, dataset, members, batches
     self.start, self.mesh, self.on_member_end = start, mesh, on_member_end
+    self.stop = None  # the StopSignals of the step loop, while it runs
     self.configs = [m.config for m in members]
     self.tc, self.cfg_eval = self.configs[0].train, self.configs[0].eval
     self.results = [m.finished_results() if m.state == DONE else None for m in members]
@@ -214,7 +211,9 @@ class _Loop:
       log.info("training %d members as one stack (%d slots) from step %d",
                len(self.training()), len(self.members), self.start)
     alive, interval, t_interval, untimed = self._alive(), [], time.time(), None
+    done, in_flight = self.start, []
     with StopSignals() as stop:  # Ctrl-C and SIGTERM end the run at a step boundary
+      self.stop = stop
       for i in range(self.start, tc.num_steps):
         for m in self.members:
           if m.state == STOPPED and self.training():  # the others train on after it
@@ -226,6 +225,11 @@ class _Loop:
         self.state, metrics = self.step_fn(self.state, self._global_batch(i), self.rngs,
                                            self.hypers, alive)
         alive = metrics["alive"]
+        # At most one step ahead of the device: dispatched further ahead, the steps ran
+        # while a signal's handler waited (a SIGTERM after step 10 stopped after 20).
+        in_flight.append(alive)
+        if len(in_flight) > 1:
+          jax.block_until_ready(in_flight.pop(0))
         interval.append(metrics)
         done = i + 1
         if i == self.start:  # compiled (or read from the cache) on the first call: not training
@@ -251,6 +255,9 @@ class _Loop:
           progress.message(f"step {done}: {self._who(m)}{m.stopper.reason()}")
         if stopping:
           alive = self._alive()
+      if stop.signum is not None and self.training():  # in the last step: before the finals
+        self._stop(stop.signum, done)
+    self.stop = None
     for m in self.members:
       if m.state == STOPPED:
         self._finish_stopped(m)
@@ -291,13 +298,19 @@ class _Loop:
     m.writer.close()
     self.on_member_end(m.slot, None, m.error)
 
-  def _evaluate(self, split: str, params) -> list[dict]:
-    """Every slot's evaluation of `split`: one stacked program (one model for a stack of one)."""
+  def _evaluate(self, split: str, params, done: int | None = None) -> list[dict]:
+    """Every slot's evaluation of `split`: one stacked program (one model for a stack of
+    one). In the step loop (at step `done`) a stop signal ends it between two batches."""
+    def between_batches():
+      faults.point("evaluating", done)
+      if self.stop is not None and self.stop.signum is not None:
+        self._stop(self.stop.signum, done)
+    hook = between_batches if done is not None else None
     if len(self.members) == 1:
       return [evaluate.evaluate(self.model, stack.member_tree(params, 0), self.dataset, split,
-                                self.cfg_eval, mesh=self.mesh)]
+                                self.cfg_eval, self.mesh, hook)]
     return evaluate.evaluate_members(self.model, params, len(self.members), self.dataset, split,
-                                     self.cfg_eval, self.mesh)
+                                     self.cfg_eval, self.mesh, hook)
 
   def _record(self, m: Member, split: str, done: int, prefix: str, result: dict) -> dict:
     return records.record_evaluation(m.config, self.model,
@@ -306,7 +319,7 @@ class _Loop:
 
   def _evaluate_dev(self, done: int, progress) -> list[Member]:
     """Evaluates and records dev; returns the members whose early stopping says stop."""
-    results = self._evaluate("dev", self.state.params)
+    results = self._evaluate("dev", self.state.params, done)
     faults.point("evaluated", done)
     prefix = "final_dev" if done == self.tc.num_steps else f"{done:07d}"
     for m in self.training():
@@ -330,15 +343,7 @@ class _Loop:
     return stopping
 
   def _stop(self, signum: int, step_number: int):
-    """Completes the saves in flight and raises `RunInterrupted`."""
-    opened = [m for m in self.members if m.ckpt is not None and m.state != DONE]
-    for m in opened:
-      m.ckpt.wait()  # a save in flight completes; then the process may end
-    saved = [m.ckpt.last.latest_step() for m in opened]  # the members save together
-    for m in opened:
-      if m.state != FAILED:
-        m.close()
-    raise RunInterrupted(signum, step_number, None if None in saved else min(saved))
+    interrupt(self.members, signum, step_number)
 
   def _finish_stopped(self, m: Member) -> None:
     """A member stopped early: its best model (best/ keeps the stopper's best) is

@@ -7,18 +7,45 @@ finished.json, attention maps), warm start, early stopper and data order.
 `training.loop` owns the shared step and decides when to log, evaluate and save.
 """
 
+import contextlib
 import logging
 from pathlib import Path
 
 import jax
 
-from seq2seq_jax import config_schema, data
+from seq2seq_jax import config_schema, data, files, parallel
 from seq2seq_jax.training import checkpoints, early_stopping, faults, step, warm_start
 from seq2seq_jax.training import workdir as workdir_files
+from seq2seq_jax.training.signals import RunInterrupted
 
 log = logging.getLogger(__name__)
 
 TRAINING, STOPPED, FAILED, DONE, FROZEN = "training", "stopped", "failed", "done", "frozen"
+
+
+@contextlib.contextmanager
+def held_workdirs(workdirs: list):
+  """This process's lock on each workdir (`files.hold_directory`; None: a frozen slot)
+  while the block runs. Only the primary's: a jax.distributed run's processes share it."""
+  with contextlib.ExitStack() as held:
+    for w in workdirs if parallel.is_primary() else ():
+      if w is not None:
+        workdir_files.check_writable(Path(w))
+        held.enter_context(files.hold_directory(w))
+    yield
+
+
+def interrupt(members: list, signum: int, step_number: int):
+  """Completes the members' saves in flight, closes their files and raises
+  `RunInterrupted` naming their newest checkpoint."""
+  opened = [m for m in members if m.ckpt is not None and m.state != DONE]
+  for m in opened:
+    m.ckpt.wait()  # a save in flight completes; then the process may end
+  saved = [m.ckpt.last.latest_step() for m in opened]  # the members save together
+  for m in opened:
+    if m.state != FAILED:
+      m.close()
+  raise RunInterrupted(signum, step_number, None if None in saved else min(saved))
 
 
 class Member:
