@@ -4,7 +4,6 @@ Each test failed on the code before its fix (checked against the commit before).
 """
 
 import asyncio
-import fcntl
 import json
 from pathlib import Path
 import re
@@ -155,18 +154,6 @@ STACK = ROOT / "tests" / "configs" / "stack_quick.py"
 def _member_name(root) -> str:
   listing = run("sweep", f"--config={STACK}:plain", f"--workdir={root}", "--list")
   return listing.stdout.splitlines()[0].split("\t")[2]
-
-
-def test_7_a_lock_loser_leaves_the_member_status_alone(tmp_path):
-  root = tmp_path / "sweep"
-  name = _member_name(root)
-  (root / "status").mkdir(parents=True)
-  with open(root / "status" / f"{name}.lock", "w") as lock:  # the winner, before its status
-    fcntl.flock(lock, fcntl.LOCK_EX)
-    proc = run("sweep", f"--config={STACK}:plain", f"--workdir={root}", "--index=0")
-  assert proc.returncode != 0
-  assert "running in another process; left to it" in proc.stderr
-  assert not (root / "status" / f"{name}.json").exists()  # before: marked failed
 
 
 def test_7_members_die_with_a_killed_driver(tmp_path):

@@ -63,15 +63,23 @@ def run_sweep(stacks: list[tuple[int, list[Member]]], argv, root: Path, sweep_on
   """Runs the `stacks` (lists of members; one process each) whose members need it."""
   for sub in ("members", "status", "logs"):
     (root / sub).mkdir(parents=True, exist_ok=True)
-  queue, skipped_failed = [], []
+  cli.interrupt_on_sigterm()
+  try:  # e.g. a killed driver's orphaned stack, finishing its step: then resumed here
+    wait_for_others([m for _, job in stacks for m in job if m.state() == "running"])
+  except KeyboardInterrupt as e:
+    cli.fail_interrupted(e, "while waiting for members that run in another process (they go "
+                         "on there)")
+  queue, skipped_failed, elsewhere = [], [], []
   for number, job in stacks:
     todo, retried = [], []
     for m in job:
       state = m.state()
       if state == "done":
         continue
-      if state == "running":
-        log.info("%s is running in another process; not started here", m.name)
+      if state == "running":  # started elsewhere since the wait
+        log.error("%s is running in another process; not started here: rerun when it ends",
+                  m.name)
+        elsewhere.append(m)
         continue
       if state == "failed":
         (retried if retry_failed else skipped_failed).append(m)
@@ -86,7 +94,7 @@ def run_sweep(stacks: list[tuple[int, list[Member]]], argv, root: Path, sweep_on
              m.status().get("error"))
   display = Display(sum(len(job) for _, job in stacks), parallel)
   running: dict = {}  # stack number -> (members, Popen, start time)
-  failed_now = []
+  failed_now = list(elsewhere)
 
   def counts():
     states = [m.state() for _, job in stacks for m in job]
@@ -94,7 +102,6 @@ def run_sweep(stacks: list[tuple[int, list[Member]]], argv, root: Path, sweep_on
             states.count("failed") + len([m for m in failed_now if m.state() != "failed"]),
             sum(len(job) for _, job, _ in queue))
 
-  cli.interrupt_on_sigterm()
   try:
     start = functools.partial(_start, argv=argv, sweep_only=sweep_only, root=root)
     _run_queue(queue, running, parallel, start, display, counts, failed_now)
@@ -135,8 +142,13 @@ def _finished(job: list[Member], rc: int, wall: float, display, failed_now) -> N
   for m in job:
     state = m.status().get("state")
     if rc == sweep_stacks.LOCKED_EXIT:  # lost the race for the lock: the status is the winner's
-      log.warning("%s is running in another process; left to it", m.name)
-      failed_now.append(m)
+      wait_for_others([m])
+      if m.state() == "done":
+        log.info("%s: done by another process", m.name)
+      else:
+        log.error("FAILED %s: it ran in another process and is %s there; a rerun resumes it",
+                  m.name, m.state())
+        failed_now.append(m)
     elif state == "done":
       display.walls.append(wall / len(job))
       log.info("done %s in %.0f s (dev BLEU %.2f)", m.name, wall, m.status().get("dev_bleu", 0))
@@ -151,6 +163,19 @@ def _finished(job: list[Member], rc: int, wall: float, display, failed_now) -> N
         m.write_status(state="failed", error=_last_line(m.log_path) or f"exit code {rc}")
       failed_now.append(m)
       log.error("FAILED %s: %s (log: %s)", m.name, m.status().get("error"), m.log_path)
+
+
+def wait_for_others(members: list[Member]) -> None:
+  """Returns once no other process holds a lock of `members`, saying every 30 s
+  which it waits for."""
+  busy, said = [m for m in members if m.locked()], 0.0
+  while busy:
+    if time.time() - said > 30:
+      log.info("waiting for %d member(s) running in another process: %s", len(busy),
+               ", ".join(f"{m.name} (pid {m.status().get('pid', '?')})" for m in busy))
+      said = time.time()
+    time.sleep(0.5)
+    busy = [m for m in busy if m.locked()]
 
 
 def _run_queue(queue, running, parallel, start, display, counts, failed_now) -> None:
