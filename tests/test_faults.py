@@ -245,3 +245,22 @@ def test_the_vocabularies_of_a_failed_start_are_not_reused(tmp_path):
     vocab = json.loads((workdir / f"vocab_{side}.json").read_text())
     assert vocab["kind"] == "char" and "haus" not in vocab["tokens"], vocab
   assert json.loads((workdir / "config.json").read_text())["dataset"]["tokenizer"] == "char"
+
+
+def test_damaged_checkpoints_are_one_line_without_orbax_leftovers(finished, tmp_path):
+  """Issue 32, item 6: before, the error line sat among dozens of tracebacks of the
+  reads still in flight (`RuntimeError: Event loop is closed`, asyncio's `Task
+  exception was never retrieved`)."""
+  workdir = tmp_path / "run"
+  shutil.copytree(finished, workdir)
+  (workdir / "finished.json").unlink()
+  for path in (workdir / "checkpoints").rglob("*"):
+    if path.is_file() and path.parent.name == "d":  # the arrays' data files, cut short
+      path.write_bytes(path.read_bytes()[:50])
+  translate = run("translate", f"--workdir={workdir}", input="three\n")
+  assert_one_error_line(translate, "checkpoint 60 in", "best is unreadable (ValueError: ")
+  resume = run("main", QUICK, f"--workdir={workdir}")
+  assert_one_error_line(resume, "no readable checkpoint in")
+  for proc in (translate, resume):
+    assert "Event loop is closed" not in proc.stderr and "never retrieved" not in proc.stderr
+    assert "<bound method" not in proc.stderr

@@ -5,7 +5,9 @@ import contextlib
 import errno
 import logging
 from pathlib import Path
+import re
 import shutil
+import sys
 
 import jax
 import orbax.checkpoint as ocp
@@ -143,8 +145,8 @@ class Checkpoints:
       try:
         restored = self.last.restore(step, args=_args(template, None, restore=True))
       except Exception as e:  # orbax raises many types for damaged files
-        path = self.directory / "last" / str(step)
-        failures.append((step, path, f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"))
+        _quiet_reads_left_in_flight()
+        failures.append((step, self.directory / "last" / str(step), _reason(e)))
         continue
       for bad, path, reason in failures:
         log.error("checkpoint %s is unreadable (%s); moved to %s, resuming from step %d",
@@ -199,8 +201,9 @@ class Checkpoints:
     try:
       restored = manager.restore(step, args=_args(template, None, restore=True))
     except Exception as e:  # orbax raises many types for damaged files
+      _quiet_reads_left_in_flight()
       raise CheckpointError(f"checkpoint {step} in {manager.directory} is unreadable "
-                            f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+                            f"({_reason(e)})") from None
     return restored.state, restored.meta
 
   def close(self) -> None:
@@ -214,3 +217,31 @@ class Checkpoints:
       if cleanup is not None:
         cleanup.result()
       manager.close()
+
+
+def _reason(e: Exception) -> str:
+  """The first line of orbax's error, without the reprs of tensorstore's objects."""
+  text = re.sub(r"<bound method [^>]*>|<[\w.]+ object at 0x[0-9a-f]+>", "...", str(e))
+  return f"{type(e).__name__}: {text.splitlines()[0][:200] if text else ''}"
+
+
+_QUIETED = []
+
+
+def _quiet_reads_left_in_flight() -> None:
+  """After orbax failed to read a damaged checkpoint, tensorstore's reads still in
+  flight end on orbax's closed event loop: each printed `RuntimeError: Event loop is
+  closed` (an unraisable exception) or asyncio's `Task exception was never retrieved`,
+  dozens of tracebacks around the one error line. Those two, only, are dropped."""
+  if _QUIETED:
+    return
+  _QUIETED.append(True)
+  previous = sys.unraisablehook
+
+  def hook(unraisable):
+    if not (isinstance(unraisable.exc_value, RuntimeError)
+            and str(unraisable.exc_value) == "Event loop is closed"):
+      previous(unraisable)
+  sys.unraisablehook = hook
+  logging.getLogger("asyncio").addFilter(
+      lambda record: "exception was never retrieved" not in record.getMessage())
