@@ -146,6 +146,28 @@ def _tmpfs(mount: Path, options: str) -> None:
     pytest.skip(f"cannot mount a tmpfs here (not root?): {proc.stderr.strip()}")
 
 
+def test_a_read_only_cache_is_one_line_or_only_not_kept(tmp_path, monkeypatch, caplog):
+  """Issue 32, item 6: before, a bare `[Errno 30] Read-only file system`."""
+  from seq2seq_jax import config_schema, data
+  mount = tmp_path / "cache"
+  _tmpfs(mount, "size=1m,ro")
+  try:
+    env = {**os.environ, "SEQ2SEQ_JAX_CACHE": str(mount)}
+    proc = subprocess.run([sys.executable, "-m", "seq2seq_jax.data", "stats", "debian:de-en"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"error: cannot prepare debian:de-en in the cache {mount / 'debian'} (Read-only file "
+        "system): set SEQ2SEQ_JAX_CACHE to a writable directory"), proc.stderr
+    monkeypatch.setenv("SEQ2SEQ_JAX_CACHE", str(mount))  # a sentencepiece model: not kept
+    vocab = data.build_vocab(["a b c d e f g h", "b c d e f g"] * 20, "sentencepiece",
+                             config_schema.Dataset(vocab_size=20))
+    assert vocab.decode(vocab.encode("a b c")) == "a b c"
+    assert "could not keep the sentencepiece model in the cache" in caplog.text
+  finally:
+    subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
 @pytest.fixture
 def small_disk(tmp_path):
   """A 1.5 MB tmpfs: the quick run needs about 1.6 MB."""

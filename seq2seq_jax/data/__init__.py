@@ -105,12 +105,17 @@ def build_vocab(texts: list[str], kind: str, cfg):
   if path.exists():
     return load_vocab(path)
   vocab = SentencePieceVocab.train(texts, size, model_type)
-  path.parent.mkdir(parents=True, exist_ok=True)
   # Sweep members may train the same model at once: each writes its own file and
   # renames it, so none ever reads a half-written one.
   tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-  vocab.save(tmp)
-  os.replace(tmp, path)
+  try:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    vocab.save(tmp)
+    os.replace(tmp, path)
+  except OSError as e:  # a read-only or full cache: the model is still good, only not kept
+    log.warning("could not keep the sentencepiece model in the cache %s (%s): the next run "
+                "trains it again; set %s to a writable directory", path.parent,
+                e.strerror or e, debian.CACHE_ENV)
   return vocab
 
 

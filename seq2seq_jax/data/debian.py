@@ -36,8 +36,11 @@ CORPORA = {
 MAX_WORDS = 150  # longer "verses" are book introductions and index entries
 
 
+CACHE_ENV = "SEQ2SEQ_JAX_CACHE"
+
+
 def cache_dir() -> Path:
-  return Path(os.environ.get("SEQ2SEQ_JAX_CACHE", Path.home() / ".cache" / "seq2seq_jax"))
+  return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "seq2seq_jax"))
 
 
 def fetch_packages(packages, root: Path) -> Path:
@@ -248,9 +251,14 @@ def prepare(pair: str, root: Path | None = None) -> Path:
   out = root / f"{pair}.tsv"
   if out.exists():
     return out
-  root.mkdir(parents=True, exist_ok=True)
+  try:
+    root.mkdir(parents=True, exist_ok=True)
+    lock = (root / f"{pair}.lock").open("w")
+  except OSError as e:  # e.g. a read-only file system: before, a bare "[Errno 30]"
+    raise OSError(f"cannot prepare debian:{pair} in the cache {root} ({e.strerror or e}): set "
+                  f"{CACHE_ENV} to a writable directory") from None
   # Sweep members start together: one prepares, the others wait and then read its file.
-  with (root / f"{pair}.lock").open("w") as lock:
+  with lock:
     fcntl.flock(lock, fcntl.LOCK_EX)
     if not out.exists():
       _build(pair, root, out)
