@@ -136,6 +136,32 @@ def test_data_refuses_bad_input_in_one_line(args, name):
   _assert_one_line(_run("data", *args), name)
 
 
+def _corpus(tmp_path, kind: str) -> Path:
+  if kind == "directory":
+    (tmp_path / "pairs.tsv").mkdir()
+    return tmp_path / "pairs.tsv"
+  import gzip
+  whole = gzip.compress(b"".join(f"w{i} x{i}\ty{i} z{i}\n".encode() for i in range(3000)))
+  path = tmp_path / "pairs.tsv.gz"
+  path.write_bytes(whole[:len(whole) // 2] if kind == "cut short" else b"not gzip at all")
+  return path
+
+
+@pytest.mark.parametrize("kind,message", [
+    ("cut short", "cannot be read after line"),  # before: EOFError's traceback
+    ("not compressed", "cannot be read after line 0 (BadGzipFile"),  # before: a traceback
+    ("directory", "is a directory; give a TSV corpus file"),  # before: a bare [Errno 21]
+])
+def test_a_damaged_or_wrong_corpus_file_is_one_line(tmp_path, kind, message):
+  corpus = _corpus(tmp_path, kind)
+  _assert_one_line(_run("data", "stats", f"tsv:{corpus}"), message)
+  if kind == "cut short":
+    workdir = tmp_path / "run"
+    _assert_one_line(_run("main", QUICK, f"--config.dataset.name=tsv:{corpus}",
+                          f"--workdir={workdir}"), f"{corpus}: {message}")
+    assert not workdir.exists()
+
+
 def test_translate_without_a_training_workdir_is_one_line(tmp_path):
   _assert_one_line(_run("translate", f"--workdir={tmp_path}"), "config.json does not exist")
 

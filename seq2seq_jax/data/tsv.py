@@ -22,31 +22,43 @@ def open_corpus(path: Path):
   return opener(path, "rb")
 
 
+def _read_line(raw: bytes, number: int, pairs: list, bad: dict) -> None:
+  """Line `number` into `pairs`, or its line number into `bad` under the reason."""
+  try:
+    line = raw.decode("utf-8").rstrip("\r\n")
+  except UnicodeDecodeError:
+    bad.setdefault("not UTF-8", []).append(number)
+    return
+  if not line.strip():
+    bad.setdefault("empty line", []).append(number)
+    return
+  if "\t" not in line:
+    bad.setdefault("no tab", []).append(number)
+    return
+  src, tgt = (line.split("\t") + [""])[:2]
+  if not src.strip() or not tgt.strip():
+    bad.setdefault("empty source or target", []).append(number)
+    return
+  pairs.append((src.strip(), tgt.strip()))
+
+
 def read_pairs(path) -> tuple[list[tuple[str, str]], dict]:
   """Pairs of `path` and a report `{reason: [line numbers]}` of skipped lines."""
   path = Path(path)
   if not path.exists():
     raise FileNotFoundError(f"dataset.name=tsv:{path}: the file {path} does not exist; give "
                             "a TSV corpus (source<TAB>target a line, .gz/.xz/.bz2 allowed)")
-  pairs, bad = [], {}
-  with open_corpus(path) as f:
-    for number, raw in enumerate(f, 1):
-      try:
-        line = raw.decode("utf-8").rstrip("\r\n")
-      except UnicodeDecodeError:
-        bad.setdefault("not UTF-8", []).append(number)
-        continue
-      if not line.strip():
-        bad.setdefault("empty line", []).append(number)
-        continue
-      if "\t" not in line:
-        bad.setdefault("no tab", []).append(number)
-        continue
-      src, tgt = (line.split("\t") + [""])[:2]
-      if not src.strip() or not tgt.strip():
-        bad.setdefault("empty source or target", []).append(number)
-        continue
-      pairs.append((src.strip(), tgt.strip()))
+  if path.is_dir():
+    raise IsADirectoryError(f"dataset.name=tsv:{path}: {path} is a directory; give a TSV corpus "
+                            "file (source<TAB>target a line, .gz/.xz/.bz2 allowed)")
+  pairs, bad, number = [], {}, 0
+  try:
+    with open_corpus(path) as f:
+      for number, raw in enumerate(f, 1):
+        _read_line(raw, number, pairs, bad)
+  except (EOFError, OSError, lzma.LZMAError) as e:  # a compressed file cut short or damaged
+    raise ValueError(f"{path}: cannot be read after line {number} ({type(e).__name__}: {e}); "
+                     "is the download complete?") from None
   for reason, lines in bad.items():
     shown = ", ".join(f"{path}:{n}" for n in lines[:SHOW])
     log.warning("%s: skipped %d lines (%s): %s%s", path, len(lines), reason, shown,
