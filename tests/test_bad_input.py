@@ -124,6 +124,16 @@ def test_a_workdir_that_is_a_file_is_one_line(tmp_path):
   assert (tmp_path / "file").read_text() == "x"
 
 
+@pytest.mark.parametrize("name,message", [
+    ("x" * 300, "File name too long; choose another --workdir"),  # before: a bare [Errno 36]
+    ("file/run", "file is a file, so no directory can be made under it"),  # before: "not writable"
+])
+def test_a_workdir_that_cannot_be_made_is_one_line(tmp_path, name, message):
+  (tmp_path / "file").write_text("x")
+  _assert_one_line(_run("main", QUICK, f"--workdir={tmp_path / name}"), message)
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
 def test_a_missing_workdir_flag_is_one_line():
   _assert_one_line(_run("main", QUICK), "--workdir")
 

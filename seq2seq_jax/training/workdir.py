@@ -171,10 +171,16 @@ def environment(devices: dict | None = None) -> dict:
 
 def check_writable(workdir: Path) -> None:
   """A workdir must be a directory, or be makeable, and writable (ValueError)."""
-  if workdir.exists() and not workdir.is_dir():
+  try:
+    existing = next(p for p in (workdir, *workdir.parents) if p.exists())
+  except OSError as e:  # e.g. a name over the file system's 255 bytes: before, a bare errno
+    raise ValueError(f"--workdir={workdir}: {e.strerror}; choose another --workdir") from None
+  if not existing.is_dir() and existing == workdir:
     raise ValueError(f"--workdir={workdir} is a file, not a directory: give a directory (it is "
                      "made if missing)")
-  existing = next(p for p in (workdir, *workdir.parents) if p.exists())
+  if not existing.is_dir():
+    raise ValueError(f"--workdir={workdir}: {existing} is a file, so no directory can be made "
+                     "under it; choose another --workdir")
   if not os.access(existing, os.W_OK | os.X_OK):
     raise ValueError(f"--workdir={workdir}: {existing} is not writable; choose another "
                      "--workdir or fix its permissions")
