@@ -303,7 +303,7 @@ def _absent_fields(cls, prefix="") -> set:
 
 def read_saved(path) -> Config:
   """A workdir's `config.json` as a `Config`, in today's field meanings."""
-  return build(files.read_json(path), saved=True)
+  return build(files.read_json(path, keys=()), saved=True)
 
 
 def fields_help() -> dict[str, str]:

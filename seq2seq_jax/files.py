@@ -26,17 +26,29 @@ def write_atomically(path, text: str) -> None:
   os.replace(tmp, path)
 
 
-def read_json(path):
+def read_json(path, keys: tuple[str, ...] | None = None):
   """The JSON in `path`. A damaged file (cut short by a kill or a full disk, or
   edited by hand) is a ValueError naming it, with the line, instead of the bare
-  parser message."""
+  parser message; so is JSON of another shape where `keys` asks for an object
+  with those keys (`()`: any object)."""
   path = Path(path)
   try:
-    return json.loads(path.read_text(encoding="utf-8"))
+    data = json.loads(path.read_text(encoding="utf-8"))
   except (json.JSONDecodeError, UnicodeDecodeError) as e:
     where = f"{path}:{e.lineno}" if isinstance(e, json.JSONDecodeError) else str(path)
-    raise ValueError(f"{where}: damaged, not JSON ({getattr(e, 'msg', e)}); restore it from a "
-                     "copy, or start the run over in another --workdir") from None
+    raise ValueError(f"{where}: damaged, not JSON ({getattr(e, 'msg', e)}); {_FIX}") from None
+  if keys is not None and not (isinstance(data, dict) and all(k in data for k in keys)):
+    raise wrong_shape(path, keys)
+  return data
+
+
+_FIX = "restore it from a copy, or start the run over in another --workdir"
+
+
+def wrong_shape(path, keys: tuple[str, ...]) -> ValueError:
+  """The error of a JSON file that is not the object with `keys` a run writes there."""
+  want = f"an object with {', '.join(keys)}" if keys else "an object"
+  return ValueError(f"{path}: damaged, not what a run writes there ({want}); {_FIX}")
 
 
 class DirectoryInUse(OSError):

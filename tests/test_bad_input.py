@@ -207,6 +207,30 @@ def test_a_damaged_workdir_file_is_one_line_naming_it(quick_run, tmp_path, name)
   assert _snapshot(workdir) == before
 
 
+@pytest.mark.parametrize("name,text,keys", [
+    ("config.json", "[]", "an object"),
+    ("vocab_src.json", "{}", "an object with kind"),
+    ("vocab_tgt.json", '{"kind": "word"}', "an object with kind, tokens"),
+    ("finished.json", '{"x": 1}', "an object with step, reason"),
+])
+def test_a_workdir_file_of_another_shape_is_one_line_naming_it(quick_run, tmp_path, name, text,
+                                                               keys):
+  """Valid JSON that is not what the run wrote: before, a KeyError, TypeError or
+  AttributeError traceback."""
+  workdir = tmp_path / "run"
+  shutil.copytree(quick_run, workdir)
+  if name != "finished.json":
+    (workdir / "finished.json").unlink()
+  (workdir / name).write_text(text)
+  before = _snapshot(workdir)
+  commands = [_run("main", QUICK, f"--workdir={workdir}")]
+  if name != "finished.json":  # translate does not read it
+    commands.append(_run("translate", f"--workdir={workdir}"))
+  for proc in commands:
+    _assert_one_line(proc, f"{workdir / name}: damaged, not what a run writes there ({keys})")
+  assert _snapshot(workdir) == before
+
+
 def test_verbose_prints_the_traceback_above_the_error_line(tmp_path):
   for proc in (_run("main", QUICK, f"--workdir={tmp_path / 'w'}",
                     "--config.train.learning_rate=-1", "--verbose"),

@@ -90,7 +90,7 @@ class Vocab:
 
   @classmethod
   def load(cls, path) -> "Vocab":
-    return cls.from_json(files.read_json(path))
+    return cls.from_json(files.read_json(path, keys=("kind", "tokens")))
 
 
 class SentencePieceVocab:
@@ -139,7 +139,10 @@ def _save_json(path, obj) -> None:
 
 def load_vocab(path):
   """A `Vocab` or `SentencePieceVocab` saved with `.save(path)`."""
-  data = files.read_json(path)
+  data = files.read_json(path, keys=("kind",))
+  key = "model" if data["kind"] == SentencePieceVocab.kind else "tokens"
+  if key not in data:
+    raise files.wrong_shape(path, ("kind", key))
   if data["kind"] == SentencePieceVocab.kind:
     return SentencePieceVocab(base64.b64decode(data["model"]))
   return Vocab.from_json(data)

@@ -89,4 +89,4 @@ def read_finished(config, workdir: Path) -> dict | None:
              "; ".join(diffs))
     path.unlink()
     return None
-  return files.read_json(path)
+  return files.read_json(path, keys=("step", "reason"))

@@ -196,7 +196,7 @@ def check_config(config, workdir: Path, config_mismatch: str) -> None:
     return
   # Today's meanings of the saved fields; a field the run did not save (and whose
   # absence has no known meaning) shows as <absent>, not as today's default.
-  raw = files.read_json(path)  # names the file when the JSON is damaged
+  raw = files.read_json(path, keys=())  # names the file when the JSON is damaged
   read = config_utils.flatten(config_schema.as_dict(config_schema.build(copy.deepcopy(raw),
                                                                         saved=True)))
   written = config_utils.flatten(config_schema.migrate(raw))
