@@ -144,6 +144,8 @@ def parse_flags(argv, config_flag):
       fail(in_file)
     if isinstance(e, flags.Error):
       fail(_flag_error(str(e)))
+    if isinstance(e, AttributeError) and "attribute 'get_config'" in str(e):
+      fail(f"--config={path}: the file defines no get_config() (see configs/default.py)")
     if isinstance(e, (AttributeError, KeyError)):  # an unknown field, with ml_collections' hint
       hint = str(e)
       if len(hint) > 1 and hint[0] == hint[-1] and hint[0] in "'\"":  # KeyError's repr quotes

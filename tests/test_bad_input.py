@@ -91,6 +91,12 @@ BROKEN_CONFIGS = {  # a config file's own error: before, its traceback
     "get_sweep raises": ("from configs.default import get_config  # noqa\n\n"
                          "def get_sweep():\n  return 1 / 0\n",
                          "line 4 raised ZeroDivisionError: division by zero"),
+    "no get_config": ("def get_sweep():\n  return [{'seed': 1}]\n",
+                      "the file defines no get_config()"),  # before: "unknown config field"
+}
+SWEEP_SHAPES = {  # get_sweep() of another shape: before, an AttributeError or TypeError traceback
+    "a dict": ("{'seed': 1}", "got dict"),
+    "not dicts": ("[1, 2]", "got list of int"),
 }
 
 
@@ -103,6 +109,18 @@ def test_a_config_file_that_fails_is_one_line_naming_its_line(tmp_path, case):
   for module, overrides in [(m, o) for m in modules for o in ([], ["--config.seed=3"])]:
     proc = _run(module, f"--config={config}", *overrides, f"--workdir={tmp_path / 'w'}")
     _assert_one_line(proc, f"--config={config}: {message}")
+  assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.parametrize("case", sorted(SWEEP_SHAPES))
+def test_a_get_sweep_of_another_shape_is_one_line(tmp_path, case):
+  returned, message = SWEEP_SHAPES[case]
+  config = tmp_path / "sweep.py"
+  config.write_text("from configs.default import get_config  # noqa\n\n"
+                    f"def get_sweep():\n  return {returned}\n")
+  proc = _run("sweep", f"--config={config}", f"--workdir={tmp_path / 'w'}")
+  _assert_one_line(proc, f"{config}: get_sweep() must return a list of members, each a dict")
+  assert message in proc.stderr
   assert not (tmp_path / "w").exists()
 
 

@@ -69,6 +69,12 @@ def load_sweep(config_arg: str) -> list[dict]:
   if arg and not takes_arg:
     raise SweepError(f"{path}: get_sweep() takes no argument, got {arg!r}")
   members = get_sweep(arg or None) if takes_arg else get_sweep()
+  if not isinstance(members, (list, tuple)) or not all(isinstance(m, dict) for m in members):
+    raise SweepError(f"{path}: get_sweep() must return a list of members, each a dict of "
+                     f"overrides ({{'model.cell': 'gru', ...}}; seq2seq_jax/hyper.py builds "
+                     f"them), got {type(members).__name__}"
+                     + (f" of {', '.join(sorted({type(m).__name__ for m in members}))}"
+                        if isinstance(members, (list, tuple)) else ""))
   if not members:
     raise SweepError(f"{path}: get_sweep() returned no members")
   return members
