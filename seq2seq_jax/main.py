@@ -12,6 +12,7 @@ import logging
 import sys
 
 from absl import flags
+import jax  # (imported by config_checks already: costs nothing here)
 from ml_collections import config_flags
 
 from seq2seq_jax import cli, config_checks
@@ -52,6 +53,12 @@ def main(argv) -> None:
                          "from the last checkpoint")
   except (ValueError, FloatingPointError, OSError, checkpoints.CheckpointError) as e:
     _fail(str(e))  # a differing workdir config, a NaN loss, a missing file, no readable checkpoint
+  except jax.errors.JaxRuntimeError as e:
+    if "out of memory" not in str(e).lower() and "RESOURCE_EXHAUSTED" not in str(e):
+      raise
+    _fail(f"the device ran out of memory ({str(e).splitlines()[0][-100:]}): make the model or "
+          "train.batch_size smaller (a workdir that has checkpoints takes another config with "
+          "--config_mismatch=allow)")
 
 
 if __name__ == "__main__":

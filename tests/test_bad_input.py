@@ -5,6 +5,7 @@ names the field, flag or file, no traceback, and no workdir left behind.
 """
 
 import hashlib
+import json
 import os
 from pathlib import Path
 import re
@@ -257,3 +258,17 @@ def test_verbose_prints_the_traceback_above_the_error_line(tmp_path):
     assert proc.returncode != 0
     assert "Traceback (most recent call last)" in proc.stderr, proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("error: "), proc.stderr
+
+
+def test_out_of_memory_is_one_line_and_the_corrected_command_takes_the_workdir(tmp_path):
+  """A model too big for the device: before, XLA's traceback, and a config.json that
+  refused the corrected command though nothing had trained."""
+  workdir = tmp_path / "run"
+  _assert_one_line(_run("main", QUICK, f"--workdir={workdir}", "--config.model.hidden_dim=300000"),
+                   "the device ran out of memory (")
+  proc = _run("main", QUICK, f"--workdir={workdir}", "--config.train.num_steps=10",
+              "--config.eval.every_steps=10")
+  assert proc.returncode == 0, proc.stderr
+  assert "trained nothing there: its config.json, environment.json and vocabularies are made " \
+      "afresh" in proc.stderr
+  assert json.loads((workdir / "config.json").read_text())["model"]["hidden_dim"] == 32

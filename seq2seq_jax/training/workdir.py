@@ -188,8 +188,8 @@ def check_writable(workdir: Path) -> None:
 
 def check_config(config, workdir: Path, config_mismatch: str) -> None:
   """Refuses (ValueError) a workdir holding a run of another config, unless
-  `config_mismatch="allow"`; writes nothing. The mesh is not compared: a run may
-  resume on other devices."""
+  `config_mismatch="allow"`, or removes the files of a start that trained nothing
+  there; writes nothing. The mesh is not compared: a run may resume on other devices."""
   check_writable(workdir)
   path = workdir / "config.json"
   if not path.exists():
@@ -203,12 +203,27 @@ def check_config(config, workdir: Path, config_mismatch: str) -> None:
   saved = {k: v for k, v in read.items() if k in written or k in config_schema.ABSENT}
   diffs = [d for d in config_utils.differences(saved, config_schema.as_dict(config))
            if not d.startswith(tuple(s + "." for s in PLACEMENT_SECTIONS))]
+  if diffs and config_mismatch != "allow" and not _trained(workdir):
+    # A start that failed before its first update (out of memory, a batch larger than
+    # the corpus, a stop): nothing is lost, and its config must not block the fix.
+    log.warning("%s: a start with another config (%s) trained nothing there: its config.json, "
+                "environment.json and vocabularies are made afresh", workdir, "; ".join(diffs))
+    for name in ("config.json", "environment.json", "vocab_src.json", "vocab_tgt.json"):
+      (workdir / name).unlink(missing_ok=True)
+    return
   if diffs and config_mismatch != "allow":
     raise ValueError(f"{workdir} holds a run with another config; differing fields: "
                      f"{'; '.join(diffs)}. Use another --workdir, or "
                      "--config_mismatch=allow to resume anyway")
   if diffs:
     log.warning("config differs from the saved one (allowed): %s", "; ".join(diffs))
+
+
+def _trained(workdir: Path) -> bool:
+  """Whether a run in `workdir` got as far as a logged step or a checkpoint."""
+  metrics = workdir / "metrics.jsonl"
+  return (metrics.exists() and metrics.stat().st_size > 0) or any(
+      (workdir / "checkpoints" / "last").glob("[0-9]*"))
 
 
 def prepare(config, workdir: Path, config_mismatch: str, devices: dict | None = None) -> None:
