@@ -6,6 +6,7 @@ SEQ2SEQ_JAX_VERBOSE=1 in the environment (which also reaches a sweep's members),
 prints the traceback above it.
 """
 
+import errno
 import logging
 import os
 from pathlib import Path
@@ -69,6 +70,18 @@ def fail(message, code: int = 2) -> None:
     traceback.print_exc()
   print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
   sys.exit(code)
+
+
+def os_error_line(e: BaseException) -> str:
+  """An error's line; a bare OS error on a path (`[Errno 21] Is a directory: 'W/x'`)
+  as that path, what is wrong with it and what to do."""
+  if not (isinstance(e, OSError) and e.filename and e.strerror and str(e).startswith("[Errno")):
+    return str(e)
+  path, what = Path(e.filename), e.strerror
+  if e.errno == errno.ENOTDIR:  # a file where a directory of the path should be
+    path = next((p for p in path.parents if p.exists() and not p.is_dir()), path)
+    what = "a file where the run needs a directory"
+  return f"{path}: {what}: the run cannot use it there; move it away, or use another --workdir"
 
 
 class Terminated(KeyboardInterrupt):

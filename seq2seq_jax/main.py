@@ -52,7 +52,7 @@ def main(argv) -> None:
                          "evaluation); files are written whole: the same command resumes "
                          "from the last checkpoint")
   except (ValueError, FloatingPointError, OSError, checkpoints.CheckpointError) as e:
-    _fail(str(e))  # a differing workdir config, a NaN loss, a missing file, no readable checkpoint
+    _fail(cli.os_error_line(e))  # another config, a NaN loss, a missing file, no checkpoint
   except jax.errors.JaxRuntimeError as e:
     if "out of memory" not in str(e).lower() and "RESOURCE_EXHAUSTED" not in str(e):
       raise

@@ -250,6 +250,25 @@ def test_a_workdir_file_of_another_shape_is_one_line_naming_it(quick_run, tmp_pa
   assert _snapshot(workdir) == before
 
 
+@pytest.mark.parametrize("name,kind,message", [
+    ("metrics.jsonl", "directory", "Is a directory"),
+    ("vocab_src.json", "directory", "Is a directory"),
+    ("tensorboard", "file", "a file where the run needs a directory"),
+    ("checkpoints", "file", "a file where the run needs a directory"),
+])
+def test_a_workdir_entry_of_another_kind_is_one_line_naming_it(quick_run, tmp_path, name, kind,
+                                                               message):
+  """Before: a bare `[Errno 21] Is a directory: ...` or `[Errno 20] Not a directory:
+  .../checkpoints/last`, saying neither which entry nor what to do."""
+  workdir = tmp_path / "run"
+  shutil.copytree(quick_run, workdir)
+  (workdir / "finished.json").unlink()
+  shutil.rmtree(workdir / name) if (workdir / name).is_dir() else (workdir / name).unlink()
+  (workdir / name).mkdir() if kind == "directory" else (workdir / name).write_text("")
+  _assert_one_line(_run("main", QUICK, f"--workdir={workdir}"),
+                   f"{workdir / name}: {message}: the run cannot use it there; move it away")
+
+
 def test_verbose_prints_the_traceback_above_the_error_line(tmp_path):
   for proc in (_run("main", QUICK, f"--workdir={tmp_path / 'w'}",
                     "--config.train.learning_rate=-1", "--verbose"),
