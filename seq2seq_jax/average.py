@@ -23,7 +23,8 @@ from seq2seq_jax.training import checkpoints, trained
 from seq2seq_jax.training import workdir as workdir_files
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training workdir.")
-_LAST = flags.DEFINE_integer("last", 5, "Average the newest N checkpoints of last/.")
+_LAST = flags.DEFINE_integer("last", None, "Average the newest N checkpoints of last/ (default: "
+                             "5, or all it holds if fewer).")
 
 log = logging.getLogger(__name__)
 REPORT_HEADING = "## Average of the last"
@@ -35,9 +36,15 @@ def average_params(trees: list):
                       .astype(np.asarray(xs[0]).dtype), *trees)
 
 
-def average(workdir: Path, last: int) -> tuple[list[int], dict]:
-  """Writes the average of the newest `last` checkpoints; returns their steps and the
-  dev / test evaluation of the average."""
+def average(workdir: Path, last: int | None = None) -> tuple[list[int], dict]:
+  """Writes the average of the newest `last` checkpoints (None: 5, or all there are if
+  fewer); returns their steps and the dev / test evaluation of the average."""
+  held = [p for p in (workdir / "checkpoints" / "last").glob("*") if p.name.isdigit()]
+  if held and last is None:
+    last = min(5, len(held))
+  if held and not 1 <= last <= len(held):  # before the model loads (a minute for a big one)
+    raise ValueError(f"--last={last}: {workdir / 'checkpoints' / 'last'} holds {len(held)} "
+                     f"checkpoints: give --last between 1 and {len(held)}")
   config, model, _, src_vocab, tgt_vocab = trained.load_model(workdir, "last")
   template = trained.state_template(config, model)
   ckpt = checkpoints.Checkpoints(workdir / "checkpoints", config.train.keep_checkpoints,
