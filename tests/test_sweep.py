@@ -84,7 +84,6 @@ def faulty(tmp_path_factory):
   return root, proc.returncode, out, [n.split("\t")[2] for n in names if n]
 
 
-@pytest.mark.xdist_group("faulty_sweep")
 def test_a_member_name_too_long_for_a_file_is_shortened_and_stays_unique(tmp_path):
   """Before: `OSError: File name too long` at the member's status file, and an empty
   sweep skeleton left behind."""
@@ -101,6 +100,7 @@ def test_a_member_name_too_long_for_a_file_is_shortened_and_stays_unique(tmp_pat
   assert hyper.member_names(members) == names  # deterministic
 
 
+@pytest.mark.xdist_group("faulty_sweep")
 def test_failures_are_reported_and_the_others_finish(faulty):
   root, returncode, out, names = faulty
   assert returncode == 1, out
