@@ -6,6 +6,7 @@ import io
 import os
 from pathlib import Path
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
@@ -32,6 +33,12 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 
 import jax  # noqa: E402  (after the flags above)
+
+# A shell's background job (`make test &`) starts with SIGINT ignored, and every
+# process it starts inherits that: the Ctrl-C tests' runs would ignore theirs. A
+# handler instead (exec resets it to the default in the runs the tests start).
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+  signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # Only for those subprocesses: the test workers compile and do not write the cache.
 # (It was turned off when a worker crashed while writing it; the crash was most

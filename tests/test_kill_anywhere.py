@@ -17,6 +17,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -135,6 +136,44 @@ def test_sigterm_in_an_evaluation_or_the_last_step_stops_there_and_resumes(quick
   proc = _main(workdir)
   assert proc.returncode == 0, proc.stderr
   assert_same_run(workdir, quick_run)
+
+
+def _signal_in_phase(args: list, marker: str, bound_s: float) -> str:
+  """Starts `main *args`, sends SIGTERM once its log shows `marker`, and requires the
+  exit within `bound_s` seconds; returns its log."""
+  proc = subprocess.Popen([sys.executable, "-m", "seq2seq_jax.main", *args], cwd=ROOT,
+                          stderr=subprocess.PIPE, text=True)
+  lines = []
+  for line in proc.stderr:
+    lines.append(line)
+    if marker in line:
+      break
+  sent = time.time()
+  proc.send_signal(signal.SIGTERM)
+  log = "".join(lines) + proc.stderr.read()
+  proc.wait(timeout=300)
+  assert time.time() - sent < bound_s, (time.time() - sent, log)
+  assert proc.returncode == 143, log
+  assert re.match(r"error: stopped by SIGTERM (outside the training steps|after step)",
+                  log.strip().splitlines()[-1]), log
+  assert "Traceback" not in log
+  return log
+
+
+@pytest.mark.parametrize("phase", ["loading", "compiling"])
+def test_sigterm_while_loading_or_compiling_ends_within_seconds(tmp_path, phase):
+  """Issue 32: a stop signal honoured in every phase (training, evaluation, the last
+  step, start-up and the final outputs have their tests above and in test_faults.py)."""
+  args = [QUICK, f"--workdir={tmp_path / 'run'}"]
+  if phase == "loading":  # a corpus that takes seconds to read and count
+    rng = np.random.default_rng(0)
+    words = np.array([f"w{i}" for i in range(2000)])
+    corpus = tmp_path / "big.tsv"
+    sides = rng.choice(words, (150_000, 2, 12))
+    corpus.write_text("".join(f"{' '.join(s)}\t{' '.join(t)}\n" for s, t in sides))
+    args += [f"--config.dataset.name=tsv:{corpus}"]
+  _signal_in_phase(args, "loading" if phase == "loading" else "compiling the training step",
+                   bound_s=15)
 
 
 def _tmpfs(mount: Path, options: str) -> None:
