@@ -47,6 +47,7 @@ class Checkpoints:
 
   def __init__(self, directory: Path, keep: int, create: bool = True, best_metric: str = "bleu",
                higher_is_better: bool = True):
+    _quiet_reads_left_in_flight()
     self.directory = Path(directory).resolve()  # orbax wants absolute paths
     self.best_metric = best_metric
     # A best/ checkpoint saved under another metric (the run's early stopping was
@@ -147,7 +148,7 @@ class Checkpoints:
       try:
         restored = self.last.restore(step, args=_args(template, None, restore=True))
       except Exception as e:  # orbax raises many types for damaged files
-        _quiet_reads_left_in_flight()
+        _after_a_failed_read()
         failures.append((step, self.directory / "last" / str(step), _reason(e)))
         continue
       for bad, path, reason in failures:
@@ -203,7 +204,7 @@ class Checkpoints:
     try:
       restored = manager.restore(step, args=_args(template, None, restore=True))
     except Exception as e:  # orbax raises many types for damaged files
-      _quiet_reads_left_in_flight()
+      _after_a_failed_read()
       raise CheckpointError(f"checkpoint {step} in {manager.directory} is unreadable "
                             f"({_reason(e)})") from None
     return restored.state, restored.meta
@@ -221,6 +222,17 @@ class Checkpoints:
       manager.close()
 
 
+def _after_a_failed_read() -> None:
+  """A read that ends during the interpreter's shutdown, past the hook, prints anyway
+  (1 suite run in 3): at exit, a moment for the last of them while the hook holds."""
+  if not _PAUSED:
+    _PAUSED.append(True)
+    atexit.register(time.sleep, 0.3)
+
+
+_PAUSED = []
+
+
 def _reason(e: Exception) -> str:
   """The first line of orbax's error, without the reprs of tensorstore's objects."""
   text = re.sub(r"<bound method [^>]*>|<[\w.]+ object at 0x[0-9a-f]+>", "...", str(e))
@@ -231,10 +243,11 @@ _QUIETED = []
 
 
 def _quiet_reads_left_in_flight() -> None:
-  """After orbax failed to read a damaged checkpoint, tensorstore's reads still in
+  """Once orbax fails to read a damaged checkpoint, tensorstore's reads still in
   flight end on orbax's closed event loop: each printed `RuntimeError: Event loop is
   closed` (an unraisable exception) or asyncio's `Task exception was never retrieved`,
-  dozens of tracebacks around the one error line. Those two, only, are dropped."""
+  dozens of tracebacks around the one error line, from within the failing restore on.
+  Those two, only, are dropped, from before the first read (`Checkpoints()`)."""
   if _QUIETED:
     return
   _QUIETED.append(True)
@@ -247,6 +260,4 @@ def _quiet_reads_left_in_flight() -> None:
   sys.unraisablehook = hook
   logging.getLogger("asyncio").addFilter(
       lambda record: "exception was never retrieved" not in record.getMessage())
-  # A read that ends during the interpreter's shutdown, past the hook, prints anyway
-  # (1 suite run in 3): at exit, a moment for the last of them while the hook holds.
-  atexit.register(time.sleep, 0.3)
+

@@ -122,14 +122,14 @@ def _train_held(configs, workdirs, on_member_end, max_members, active, config_mi
   states = [m.initial_state(model, tx, b) for m, b in zip(members, batches)]
   log.info("initialised the model (%s parameters) in %.1f s; compiling the training step ...",
            f"{sum(x.size for x in jax.tree.leaves(states[0].params)):,}", time.time() - t_init)
-  try:
+  try:  # a refused warm start, a stop signal: no checkpoint manager or writer left open
     start = _resume(live, states, tx, devices, log_config=len(configs) == 1)
-  except BaseException:  # a refused warm start: no checkpoint manager left open
+    loop = _Loop(model, dataset, members, batches, states, start, mesh, step_fn, on_member_end)
+  except BaseException:
     for m in live:
       m.close()
     raise
-  return _Loop(model, dataset, members, batches, states, start, mesh, step_fn,
-               on_member_end).train()
+  return loop.train()
 
 
 def _resume(live: list[Member], states: list, tx, devices: dict, log_config: bool) -> int:

@@ -14,7 +14,7 @@ from pathlib import Path
 import jax
 
 from seq2seq_jax import config_schema, data, files, parallel
-from seq2seq_jax.training import checkpoints, early_stopping, faults, step, warm_start
+from seq2seq_jax.training import checkpoints, early_stopping, faults, signals, step, warm_start
 from seq2seq_jax.training import workdir as workdir_files
 from seq2seq_jax.training.signals import RunInterrupted
 
@@ -97,9 +97,10 @@ class Member:
 
   def open_checkpoints(self) -> checkpoints.Checkpoints:
     tc = self.config.train
-    self.ckpt = checkpoints.Checkpoints(
-        self.workdir / "checkpoints", tc.keep_checkpoints, best_metric=self.best_metric,
-        higher_is_better=early_stopping.HIGHER_IS_BETTER[self.best_metric])
+    with signals.deferred():  # opened whole, so that close() can wait for their threads
+      self.ckpt = checkpoints.Checkpoints(
+          self.workdir / "checkpoints", tc.keep_checkpoints, best_metric=self.best_metric,
+          higher_is_better=early_stopping.HIGHER_IS_BETTER[self.best_metric])
     return self.ckpt
 
   def open_files(self, start: int, state, devices: dict, log_config: bool) -> None:

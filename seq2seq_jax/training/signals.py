@@ -1,5 +1,6 @@
 """Ctrl-C and SIGTERM in the training loop: a stop at the next step boundary."""
 
+import contextlib
 import logging
 import signal
 import threading
@@ -40,3 +41,24 @@ class StopSignals:
   def __exit__(self, *exc):
     for signum, handler in self.previous.items():
       signal.signal(signum, handler)
+
+
+@contextlib.contextmanager
+def deferred():
+  """SIGINT and SIGTERM wait for the end of the block, then act as they would have:
+  for work that must not stop halfway, such as opening orbax's checkpoint managers,
+  whose threads a stop in between left running at exit (an abort: "FATAL: exception
+  not rethrown", seen with SIGTERM at start-up). Only in the main thread."""
+  if threading.current_thread() is not threading.main_thread():
+    yield
+    return
+  caught = []
+  previous = {signum: signal.signal(signum, lambda signum, frame: caught.append(signum))
+              for signum in (signal.SIGINT, signal.SIGTERM)}
+  try:
+    yield
+  finally:
+    for signum, handler in previous.items():
+      signal.signal(signum, handler)
+    if caught:
+      signal.raise_signal(caught[0])  # to the handler it would have met
