@@ -188,8 +188,9 @@ def check_writable(workdir: Path) -> None:
 
 def check_config(config, workdir: Path, config_mismatch: str) -> None:
   """Refuses (ValueError) a workdir holding a run of another config, unless
-  `config_mismatch="allow"`, or removes the files of a start that trained nothing
-  there; writes nothing. The mesh is not compared: a run may resume on other devices."""
+  `config_mismatch="allow"`; writes nothing, but removes the config.json,
+  environment.json and vocabularies of a start that trained nothing there under another
+  config. The mesh is not compared: a run may resume on other devices."""
   check_writable(workdir)
   path = workdir / "config.json"
   if not path.exists():
