@@ -23,6 +23,9 @@ def get_config(arg=None):
   config.dataset.vocab_size = 8000
   config.dataset.max_src_len = 64  # training pairs over it dropped; dev and test cut to it
   config.dataset.max_tgt_len = 64
+  # 5.7% of the training pairs (long LibreOffice help paragraphs) are over 64 pieces:
+  # dropped, as in the runs this config's numbers come from.
+  config.dataset.max_dropped_fraction = 0.1
   config.dataset.bucket_boundaries = (10, 15, 20, 30, 45)
 
   config.model.cell = "lstm"

@@ -20,7 +20,7 @@ def _int_field(config, field, least: int = 1, meaning: str = ""):
 _NON_NEGATIVE = {"seed": "", "dataset.seed": "", "dataset.max_src_len": " (0 = no limit)",
                  "dataset.max_tgt_len": " (0 = no limit)", "dataset.vocab_size": " (0 = all)",
                  "eval.max_examples": " (0 = none)", "eval.num_attention_plots": " (0 = none)",
-                 "eval.max_len_b": ""}
+                 "eval.max_len_b": "", "dataset.spm_input_sentence_size": " (0 = all)"}
 _SYNTHETIC = ("dataset.train_size", "dataset.num_symbols", "dataset.max_number",
               "dataset.max_digits", "dataset.min_length", "dataset.max_length")
 
@@ -64,6 +64,9 @@ def validate(config) -> config_schema.Config:
   low, high = config.dataset.min_length, config.dataset.max_length
   if low > high:
     raise ValueError(f"dataset.min_length={low} is larger than dataset.max_length={high}")
+  dropped = config.dataset.max_dropped_fraction
+  if isinstance(dropped, bool) or not isinstance(dropped, (int, float)) or not 0 <= dropped <= 1:
+    raise ValueError(f"dataset.max_dropped_fraction must be a share in [0, 1], got {dropped!r}")
   bounds = config.dataset.bucket_boundaries
   if not isinstance(bounds, (tuple, list)) or not all(
       isinstance(b, int) and not isinstance(b, bool) and b > 0 for b in bounds):

@@ -61,6 +61,9 @@ class Dataset:
   vocab_size: int = _field(0, "word: keep the N most frequent (0 = all); sentencepiece: "
                            "model size")
   spm_model_type: str = _field("unigram", "unigram | bpe")
+  spm_input_sentence_size: int = _field(
+      1_000_000, "sentencepiece: trained on this many training pairs, drawn with a fixed "
+      "seed (0 = all of them)", absent=0)
   bucket_boundaries: tuple = _field((), "e.g. (10, 20, 40): length buckets, one padded "
                                     "shape each")
   max_src_len: int = _field(
@@ -68,6 +71,10 @@ class Dataset:
       "(one stray 5,000-token line would pad every batch to it), dev and test sources cut to "
       "it for evaluation (counted; references stay whole); 0 = no limit", absent=0)
   max_tgt_len: int = _field(256, "the same for targets (<eos> included)", absent=0)
+  max_dropped_fraction: float = _field(
+      0.01, "more training pairs than this share over max_src_len / max_tgt_len stops the run "
+      "with an error (a tokenizer gone wrong); 1.0 = drop any number with a warning",
+      absent=1.0)
   joint_vocab: bool = _field(False, "one vocabulary of both sides (model.share_embeddings "
                              "needs it)")
 

@@ -111,14 +111,28 @@ def baseline_code(tmp_path_factory):
   checkout's git history into a temporary directory (run from there, with it first
   on PYTHONPATH, they import the baseline's `seq2seq_jax`, not today's). Skips,
   saying why, where the history is not there (an export, a shallow clone)."""
+  return export_commit(BASELINE_COMMIT, tmp_path_factory)
+
+
+# The last commit that read every corpus into memory (issue 28 prepares it once).
+IN_MEMORY_DATA_COMMIT = "c31992c77c657d66ec227f8e78291882ed2312b6"
+
+
+@pytest.fixture(scope="session")
+def in_memory_data_code(tmp_path_factory):
+  """The code of `IN_MEMORY_DATA_COMMIT`, as `baseline_code` is that of its commit."""
+  return export_commit(IN_MEMORY_DATA_COMMIT, tmp_path_factory)
+
+
+def export_commit(commit: str, tmp_path_factory) -> Path:
   root = Path(__file__).resolve().parent.parent
-  found = subprocess.run(["git", "-C", str(root), "cat-file", "-e", BASELINE_COMMIT + "^{commit}"],
+  found = subprocess.run(["git", "-C", str(root), "cat-file", "-e", commit + "^{commit}"],
                          capture_output=True) if shutil.which("git") else None
   if found is None or found.returncode:
-    pytest.skip(f"the baseline commit {BASELINE_COMMIT[:7]} is not in this checkout's git "
-                "history (no git, an export or a shallow clone): there is no code to compare with")
-  tree = tmp_path_factory.mktemp("baseline")
-  archive = subprocess.run(["git", "-C", str(root), "archive", BASELINE_COMMIT, "seq2seq_jax",
+    pytest.skip(f"the commit {commit[:7]} is not in this checkout's git history (no git, an "
+                "export or a shallow clone): there is no code to compare with")
+  tree = tmp_path_factory.mktemp(f"code_{commit[:7]}")
+  archive = subprocess.run(["git", "-C", str(root), "archive", commit, "seq2seq_jax",
                             "configs", "tests/configs"], capture_output=True, check=True).stdout
   with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
     tar.extractall(tree, filter="data")

@@ -21,7 +21,8 @@ ROOT = Path(__file__).resolve().parent.parent
 ADDED_SINCE = ("dataset.joint_vocab", "dataset.number_split", "dataset.max_src_len",
                "dataset.max_tgt_len", "dataset.bucket_boundaries", "model.family",
                "model.norm", "train.lr_schedule", "train.adam_b2", "train.early_stopping",
-               "train.init_from", "train.loss_normalization", "eval.report_greedy", "mesh")
+               "train.init_from", "train.loss_normalization", "eval.report_greedy", "mesh",
+               "dataset.spm_input_sentence_size", "dataset.max_dropped_fraction")
 BASELINE_SCRIPT = """
 import json, sys
 from seq2seq_jax import config_utils
@@ -55,8 +56,8 @@ def test_the_defaults_and_a_saved_configs_reading_are_the_code_befores(baseline_
   before = json.loads(proc.stdout)
   default = config_utils.load_module(ROOT / "configs" / "default.py")
   # json keeps 0 and 0.0 apart: the types are compared too
-  assert json.dumps(default.base_config().to_dict()) == json.dumps(before["base"])
-  assert json.dumps(default.get_config("quick").to_dict()) == json.dumps(before["quick"])
+  assert json.dumps(_before_added(default.base_config())) == json.dumps(before["base"])
+  assert json.dumps(_before_added(default.get_config("quick"))) == json.dumps(before["quick"])
   # every field the old reading filled in, filled in alike; the rest at its default
   today = config_utils.flatten(config_schema.as_dict(config_schema.read_saved(path)))
   old = config_utils.flatten(before["saved"])
@@ -64,6 +65,22 @@ def test_the_defaults_and_a_saved_configs_reading_are_the_code_befores(baseline_
   assert today["model.decoder_init"] == "last_state" and today["dataset.number_split"] == "hash"
   assert today["dataset.max_src_len"] == 0  # no length filter before the field: what it did
   assert today["eval.report_greedy"] is False and today["mesh.data"] == 0
+  # fields added after the baseline: what a run saved before them did
+  assert today["dataset.max_dropped_fraction"] == 1.0  # any share dropped, with a warning
+  assert today["dataset.spm_input_sentence_size"] == 0  # sentencepiece on every sentence
+
+
+# Fields added after the baseline commit (issue 28), with the section they are in.
+ADDED_AFTER_BASELINE = {"dataset": ("spm_input_sentence_size", "max_dropped_fraction")}
+
+
+def _before_added(config) -> dict:
+  """`config` as a dict without the fields the baseline did not have."""
+  tree = config.to_dict()
+  for section, names in ADDED_AFTER_BASELINE.items():
+    for name in names:
+      del tree[section][name]
+  return tree
 
 
 def test_a_config_is_typed_frozen_and_complete():

@@ -1,6 +1,6 @@
 """Kill anywhere, resume, and end where an uninterrupted run ends.
 
-A quick run is stopped with SIGKILL at ten places (`training/faults.py` kill
+A quick run is stopped with SIGKILL at ten places (`faults.py` kill
 points: no sleeps, no races) that cover start-up, the middle of an orbax save,
 an evaluation, the final save and after the test record; each stop is resumed by
 the same command. The result is compared with `quick_run` (conftest.py), the
@@ -24,7 +24,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from seq2seq_jax.training import faults
+from seq2seq_jax import faults
 from seq2seq_jax.training.workdir import TIMING_FIELDS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -198,11 +198,13 @@ def test_a_read_only_cache_is_one_line_or_only_not_kept(tmp_path, monkeypatch, c
     assert proc.stderr.strip().splitlines()[-1] == (
         f"error: cannot prepare debian:de-en in the cache {mount / 'debian'} (Read-only file "
         "system): set SEQ2SEQ_JAX_CACHE to a writable directory"), proc.stderr
-    monkeypatch.setenv("SEQ2SEQ_JAX_CACHE", str(mount))  # a sentencepiece model: not kept
-    vocab = data.build_vocab(["a b c d e f g h", "b c d e f g"] * 20, "sentencepiece",
-                             config_schema.Dataset(vocab_size=20))
-    assert vocab.decode(vocab.encode("a b c")) == "a b c"
-    assert "could not keep the sentencepiece model in the cache" in caplog.text
+    monkeypatch.setenv("SEQ2SEQ_JAX_CACHE", str(mount))  # prepared data: not kept
+    cfg = config_schema.Dataset(name="reverse", train_size=50, dev_size=5, test_size=5,
+                                tokenizer="sentencepiece", vocab_size=20)
+    dataset = data.load(cfg)
+    assert [dataset.src_vocab.decode(r) for r in dataset.arrays["dev"][0]] == [
+        s for s, _ in dataset.texts["dev"]]
+    assert f"cannot keep prepared data in the cache {mount / 'prepared'}" in caplog.text
   finally:
     subprocess.run(["umount", "-l", str(mount)], check=True)
 

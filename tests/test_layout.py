@@ -116,9 +116,9 @@ def test_family_free_code_names_nothing_of_the_rnn(where):
 # A module may import its own layer's modules and lower ones, never a higher layer's.
 # Each module's layer is that of the first pattern it matches (`*`: a package's rest).
 LAYERS = [
-    ("base", ["seq2seq_jax", "seq2seq_jax.files", "seq2seq_jax.tokens", "seq2seq_jax.ops",
-              "seq2seq_jax.hyper", "seq2seq_jax.config_utils", "seq2seq_jax.config_schema",
-              "seq2seq_jax.training", "seq2seq_jax.models.checks"]),
+    ("base", ["seq2seq_jax", "seq2seq_jax.files", "seq2seq_jax.faults", "seq2seq_jax.tokens",
+              "seq2seq_jax.ops", "seq2seq_jax.hyper", "seq2seq_jax.config_utils",
+              "seq2seq_jax.config_schema", "seq2seq_jax.training", "seq2seq_jax.models.checks"]),
     ("data", ["seq2seq_jax.data.__main__:cli", "seq2seq_jax.data*"]),
     ("models", ["seq2seq_jax.models*", "seq2seq_jax.cells"]),
     ("placement", ["seq2seq_jax.parallel"]),

@@ -1,13 +1,16 @@
-"""`python -m seq2seq_jax.data prepare NAME` and `python -m seq2seq_jax.data stats NAME`."""
+"""`python -m seq2seq_jax.data prepare NAME` and `python -m seq2seq_jax.data stats NAME`
+(or `--config=FILE` for the dataset fields of a config)."""
 
 import argparse
 import logging
 from pathlib import Path
+import time
 
 import numpy as np
 
-from seq2seq_jax import cli, config_schema, data
-from seq2seq_jax.data import debian, tsv
+from seq2seq_jax import cli, config_schema, config_utils, data
+from seq2seq_jax.data import prepare as preparing
+from seq2seq_jax.data import tsv
 from seq2seq_jax.tokens import UNK_ID
 
 
@@ -22,60 +25,109 @@ def main(argv=None) -> None:
     cli.fail(e, 1)
 
 
+FIELDS = {  # flag -> (type, help); unset flags keep the config's (or the default) value
+    "tokenizer": (str, "dataset.tokenizer: '' (the dataset's own) | word | char | "
+                  "sentencepiece"),
+    "vocab_size": (int, "dataset.vocab_size (word: the N most frequent, 0 = all; "
+                   "sentencepiece: the model's size, needed)"),
+    "spm_model_type": (str, "dataset.spm_model_type: unigram | bpe"),
+    "spm_input_sentence_size": (int, "dataset.spm_input_sentence_size (0 = every sentence)"),
+    "joint_vocab": (lambda v: v.lower() in ("1", "true", "yes"), "dataset.joint_vocab"),
+    "max_src_len": (int, "dataset.max_src_len, for the share of pairs over it (0 = none)"),
+    "max_tgt_len": (int, "dataset.max_tgt_len"),
+    "dev_size": (int, "dataset.dev_size"),
+    "test_size": (int, "dataset.test_size"),
+}
+
+
 def _main(argv=None) -> None:
-  parser = argparse.ArgumentParser(prog="python -m seq2seq_jax.data")
+  parser = argparse.ArgumentParser(
+      prog="python -m seq2seq_jax.data",
+      description="prepare: tokenize a dataset once into memory-mapped token arrays in "
+      "$SEQ2SEQ_JAX_CACHE/prepared (training does it when they are missing); stats: its "
+      "splits, lengths, tokens a word and the pairs over the length limits.")
   parser.add_argument("command", choices=("prepare", "stats"))
-  parser.add_argument("name", help="dataset name, e.g. debian:de-en, tsv:PATH, num2words_en_de")
-  parser.add_argument("--tokenizer", default=config_schema.Dataset.tokenizer,
-                      choices=("", "word", "char", "sentencepiece"),
-                      help="stats: the tokenizer training would use (dataset.tokenizer; "
-                      "default: the dataset's own)")
-  parser.add_argument("--vocab_size", type=int, default=config_schema.Dataset.vocab_size,
-                      help="stats: dataset.vocab_size (word: the N most frequent, 0 = all; "
-                      "sentencepiece: the model's size, needed)")
-  parser.add_argument("--spm_model_type", default=config_schema.Dataset.spm_model_type,
-                      choices=("unigram", "bpe"),
-                      help="stats: dataset.spm_model_type")
+  parser.add_argument("name", nargs="?", help="dataset name, e.g. debian:de-en, tsv:PATH, "
+                      "num2words_en_de (default: the --config's dataset.name)")
+  parser.add_argument("--config", help="FILE[:ARG]: take the dataset fields of this config "
+                      "(e.g. configs/deen_attention.py); the flags below override them")
+  for flag, (kind, text) in FIELDS.items():
+    parser.add_argument(f"--{flag}", type=kind, default=None, help=text)
+  parser.add_argument("--workers", type=int, default=None,
+                      help="prepare: encoding processes (default: every core)")
+  parser.add_argument("--shard_pairs", type=int, default=preparing.SHARD_PAIRS,
+                      help=argparse.SUPPRESS)  # tests: small shards
   parser.add_argument("--verbose", action="store_true",
                       help=f"print the traceback above an error line (also: {cli.VERBOSE_ENV}=1)")
   args = parser.parse_args(argv)
   logging.basicConfig(level=logging.INFO, format="%(message)s")
-  if not data.is_dataset_name(args.name):
-    cli.fail(f"unknown dataset {args.name!r}; valid: {', '.join(data.dataset_names())}", 1)
-  if args.command == "prepare":
-    if args.name.startswith("debian:"):
-      path = debian.prepare(args.name[len("debian:"):])
-      print(f"{args.name}: {sum(1 for _ in open(path, encoding='utf-8'))} unique pairs in {path}")
-    else:
-      print(f"{args.name} needs no preparation")
-    return
-  cfg = config_schema.Dataset(name=args.name, tokenizer=args.tokenizer,
-                              vocab_size=args.vocab_size, spm_model_type=args.spm_model_type,
-                              max_src_len=0, max_tgt_len=0)  # the whole corpus
-  dataset = data.load(cfg)  # the vocabularies training would build from these flags
-  origin = _origins(args.name)
+  cfg = _dataset_config(args)
+  if not data.is_dataset_name(cfg.name):
+    cli.fail(f"unknown dataset {cfg.name!r}; valid: {', '.join(data.dataset_names())}", 1)
+  t0 = time.time()
+  prepared = preparing.prepare(cfg, workers=args.workers, shard_pairs=args.shard_pairs)
+  print(f"{cfg.name}: prepared in {prepared.tokens} "
+        f"({'found made' if prepared.reused else f'made in {time.time() - t0:.1f} s'})")
+  print(f"  vocabularies: {len(prepared.src_vocab)} source ({prepared.src_vocab.kind}), "
+        f"{len(prepared.tgt_vocab)} target ({prepared.tgt_vocab.kind}) tokens")
+  origin = _origins(cfg.name) if args.command == "stats" else {}
   for split in data.SPLITS:
-    pairs = dataset.texts[split]
+    print(_split_line(prepared, split, cfg, origin))
+  if args.command == "stats":
+    for src, tgt in preparing.Texts(prepared.texts, preparing.read_rows(prepared, "train"))[:3]:
+      print(f"  example: {src}  |||  {tgt}")
+
+
+def _dataset_config(args) -> config_schema.Dataset:
+  """The dataset section: the config file's (or the defaults), then the flags."""
+  fields = {}
+  if args.config:
+    path, _, arg = args.config.partition(":")
+    module = config_utils.load_module(path)
+    fields = config_schema.as_dict(config_schema.build(module.get_config(arg or None)).dataset)
+  fields.update({k: getattr(args, k) for k in FIELDS if getattr(args, k) is not None})
+  if args.name:
+    fields["name"] = args.name
+  elif not args.config:
+    cli.fail("give a dataset NAME or --config=FILE", 1)
+  fields["bucket_boundaries"] = tuple(fields.get("bucket_boundaries", ()))
+  return config_schema.Dataset(**fields)
+
+
+def _split_line(prepared, split: str, cfg, origin: dict) -> str:
+  """Pairs (by origin), lengths, tokens a word and the pairs over the length limits."""
+  stats = prepared.stats[split]
+  head = f"{split}: {stats['pairs']} pairs"
+  if origin:
     counts = {}
-    for pair in pairs:
+    for pair in preparing.Texts(prepared.texts, preparing.read_rows(prepared, split)):
       counts[origin.get(pair, "-")] = counts.get(origin.get(pair, "-"), 0) + 1
-    by_source = ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) if origin else ""
-    print(f"{split}: {len(pairs)} pairs" + (f" ({by_source})" if by_source else ""))
-    for side, vocab, idx in (("source", dataset.src_vocab, 0), ("target", dataset.tgt_vocab, 1)):
-      print(f"  {side}: {token_stats([vocab.encode(p[idx]) for p in pairs], vocab)}")
-  for src, tgt in dataset.texts["train"][:3]:
-    print(f"  example: {src}  |||  {tgt}")
+    head += " (" + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) + ")"
+  lines = [head]
+  over = np.zeros(stats["pairs"], bool)
+  for side, vocab, limit in (("src", prepared.src_vocab, cfg.max_src_len),
+                             ("tgt", prepared.tgt_vocab, cfg.max_tgt_len)):
+    tokens = preparing.read_tokens(prepared, split, side)
+    if limit:
+      over |= tokens.lengths > limit
+    lines.append(f"  {'source' if side == 'src' else 'target'}: {token_stats(tokens, vocab)}")
+  src_words, tgt_words = preparing.pieces_per_word(stats)
+  lines.append(f"  tokens a word: source {src_words:.2f}, target {tgt_words:.2f}")
+  if cfg.max_src_len or cfg.max_tgt_len:
+    lines.append(f"  over dataset.max_src_len={cfg.max_src_len} / max_tgt_len="
+                 f"{cfg.max_tgt_len}: {int(over.sum())} pairs ({100 * over.mean():.2f}%)" +
+                 (" dropped from training" if split == "train" else " cut for evaluation"))
+  return "\n".join(lines)
 
 
-def token_stats(encoded: list[list[int]], vocab) -> str:
+def token_stats(tokens, vocab) -> str:
   """Lengths in the vocabulary's tokens, distinct tokens and the `<unk>` rate."""
-  lengths = np.array([len(ids) for ids in encoded])
-  q = np.percentile(lengths, [50, 90, 99, 100]).astype(int)
-  ids = np.concatenate([np.asarray(x, np.int64) for x in encoded] or [np.zeros(0, np.int64)])
-  unk = float(np.mean(ids == UNK_ID)) if ids.size else 0.0
+  q = np.percentile(tokens.lengths, [50, 90, 99, 100]).astype(int)
+  counts = np.bincount(np.asarray(tokens.tokens), minlength=len(vocab))
+  unk = counts[UNK_ID] / max(counts.sum(), 1)
   return (f"{len(vocab)}-token {vocab.kind} vocabulary: length p50 {q[0]} p90 {q[1]} p99 "
-          f"{q[2]} max {q[3]}; {len(np.unique(ids))} distinct tokens; <unk> {100 * unk:.2f}% "
-          "of tokens")
+          f"{q[2]} max {q[3]}; {int(np.count_nonzero(counts))} distinct tokens; <unk> "
+          f"{100 * unk:.2f}% of tokens")
 
 
 def _origins(name: str) -> dict:

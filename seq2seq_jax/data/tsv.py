@@ -44,6 +44,13 @@ def _read_line(raw: bytes, number: int, pairs: list, bad: dict) -> None:
 
 def read_pairs(path) -> tuple[list[tuple[str, str]], dict]:
   """Pairs of `path` and a report `{reason: [line numbers]}` of skipped lines."""
+  bad = {}
+  return list(stream_pairs(path, bad)), bad
+
+
+def stream_pairs(path, bad: dict):
+  """The pairs of `path` one at a time (memory flat in the file's size); skipped
+  lines go into `bad` as `{reason: [line numbers]}` and are reported at the end."""
   path = Path(path)
   if not path.exists():
     raise FileNotFoundError(f"dataset.name=tsv:{path}: the file {path} does not exist; give "
@@ -51,11 +58,15 @@ def read_pairs(path) -> tuple[list[tuple[str, str]], dict]:
   if path.is_dir():
     raise IsADirectoryError(f"dataset.name=tsv:{path}: {path} is a directory; give a TSV corpus "
                             "file (source<TAB>target a line, .gz/.xz/.bz2 allowed)")
-  pairs, bad, number = [], {}, 0
+  number, found = 0, 0
   try:
     with open_corpus(path) as f:
       for number, raw in enumerate(f, 1):
+        pairs = []
         _read_line(raw, number, pairs, bad)
+        if pairs:
+          found += 1
+          yield pairs[0]
   except (EOFError, OSError, lzma.LZMAError) as e:  # a compressed file cut short or damaged
     raise ValueError(f"{path}: cannot be read after line {number} ({type(e).__name__}: {e}); "
                      "is the download complete?") from None
@@ -63,10 +74,18 @@ def read_pairs(path) -> tuple[list[tuple[str, str]], dict]:
     shown = ", ".join(f"{path}:{n}" for n in lines[:SHOW])
     log.warning("%s: skipped %d lines (%s): %s%s", path, len(lines), reason, shown,
                 " ..." if len(lines) > SHOW else "")
-  if not pairs:
+  if not found:
     skipped = ", ".join(f"{len(v)} {k}" for k, v in bad.items()) or "the file is empty"
     raise ValueError(f"{path}: no usable pair (skipped: {skipped})")
-  return pairs, bad
+
+
+def file_digest(path) -> str:
+  """sha256 of the file's bytes (compressed as stored): the corpus's identity."""
+  digest = hashlib.sha256()
+  with open(path, "rb") as f:
+    while chunk := f.read(1 << 22):
+      digest.update(chunk)
+  return digest.hexdigest()
 
 
 def split_by_hash(pairs, dev_size: int, test_size: int) -> dict:

@@ -13,6 +13,9 @@ from seq2seq_jax import files
 from seq2seq_jax.tokens import EOS_ID, PAD_ID, SPECIAL_TOKENS, UNK_ID
 
 TOKENIZERS = ("word", "char", "sentencepiece")
+# Sentencepiece's model depends on its thread count (each thread sums its share of
+# the corpus): a fixed count, not the machine's cores, keeps it the same everywhere.
+SPM_THREADS = 8
 _WORD = re.compile(r"[\w']+|[^\w\s]")
 
 
@@ -71,6 +74,9 @@ class Vocab:
     ids = [self.stoi.get(t, UNK_ID) for t in tokenize(text, self.kind)]
     return ids + [EOS_ID] if eos else ids
 
+  def encode_batch(self, texts: list[str], eos: bool = False) -> list[list[int]]:
+    return [self.encode(t, eos) for t in texts]
+
   def tokens(self, ids) -> list[str]:
     """Tokens up to the first EOS, padding dropped."""
     return [self.itos[i] for i in content_ids(ids)]
@@ -107,13 +113,16 @@ class SentencePieceVocab:
 
   @classmethod
   def train(cls, texts, vocab_size: int, model_type: str = "unigram") -> "SentencePieceVocab":
+    """Trained on `texts` (an iterable; `data.prepare` samples large corpora first),
+    in `SPM_THREADS` threads."""
     if model_type not in ("unigram", "bpe"):
       raise ValueError(f"dataset.spm_model_type={model_type!r} is not valid; valid: unigram, bpe")
     model = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(list(texts)), model_writer=model, vocab_size=vocab_size,
+        sentence_iterator=iter(texts), model_writer=model, vocab_size=vocab_size,
         model_type=model_type, pad_id=PAD_ID, bos_id=1, eos_id=EOS_ID, unk_id=UNK_ID,
-        character_coverage=1.0, num_threads=1, minloglevel=2, hard_vocab_limit=False)
+        character_coverage=1.0, num_threads=SPM_THREADS, minloglevel=2,
+        hard_vocab_limit=False)
     return cls(model.getvalue())
 
   def __len__(self) -> int:
@@ -123,18 +132,36 @@ class SentencePieceVocab:
     ids = self.sp.encode(text)
     return ids + [EOS_ID] if eos else ids
 
+  def encode_batch(self, texts: list[str], eos: bool = False) -> list[list[int]]:
+    ids = self.sp.encode(texts)
+    return [x + [EOS_ID] for x in ids] if eos else ids
+
   def tokens(self, ids) -> list[str]:
     return [self.sp.id_to_piece(i) for i in content_ids(ids)]
 
   def decode(self, ids) -> str:
     return self.sp.decode(content_ids(ids))
 
+  def to_json(self) -> dict:
+    return {"kind": self.kind, "model": base64.b64encode(self.proto).decode()}
+
   def save(self, path) -> None:
-    _save_json(path, {"kind": self.kind, "model": base64.b64encode(self.proto).decode()})
+    _save_json(path, self.to_json())
 
 
 def _save_json(path, obj) -> None:
   files.write_atomically(path, json.dumps(obj, ensure_ascii=False))
+
+
+def build_vocab(texts, kind: str, cfg):
+  """A word / char `Vocab` or a sentencepiece model of `texts` (an iterable, read
+  once), by the `config.dataset` fields `vocab_size` and `spm_model_type`."""
+  size = cfg.vocab_size
+  if kind != "sentencepiece":
+    return Vocab.build(texts, kind, size)
+  if size < 8:
+    raise ValueError(f"dataset.vocab_size must be >= 8 for sentencepiece, got {size}")
+  return SentencePieceVocab.train(texts, size, cfg.spm_model_type)
 
 
 def load_vocab(path):

@@ -21,8 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from seq2seq_jax import config_schema, data, evaluate, models, parallel
-from seq2seq_jax.training import faults, optim, records, stack
+from seq2seq_jax import config_schema, data, evaluate, faults, models, parallel
+from seq2seq_jax.training import optim, records, stack
 from seq2seq_jax.training import workdir as workdir_files
 from seq2seq_jax.training.members import (
   DONE,
@@ -97,8 +97,10 @@ def _train_held(configs, workdirs, on_member_end, max_members, active, config_mi
     m.start_warm()
   log.info("loading %s (and the vocabularies) ...", configs[0].dataset.name)
   dataset = load_shared_data(live)
-  log.info("loaded %d training pairs in %.1f s; vocabularies: %d source, %d target tokens",
-           len(dataset.arrays["train"][0]), time.time() - t_load, len(dataset.src_vocab),
+  log.info("loaded %d training pairs in %.1f s (%s); vocabularies: %d source, %d target "
+           "tokens", len(dataset.arrays["train"][0]), time.time() - t_load,
+           "prepared data read, no tokenization" if dataset.prepared.reused else
+           "prepared now, read from disk by every later start", len(dataset.src_vocab),
            len(dataset.tgt_vocab))
   faults.point("loaded")
   model = models.build(configs[0].model, len(dataset.src_vocab), len(dataset.tgt_vocab))

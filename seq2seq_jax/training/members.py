@@ -13,8 +13,8 @@ from pathlib import Path
 
 import jax
 
-from seq2seq_jax import config_schema, data, files, parallel
-from seq2seq_jax.training import checkpoints, early_stopping, faults, signals, step, warm_start
+from seq2seq_jax import config_schema, data, faults, files, parallel
+from seq2seq_jax.training import checkpoints, early_stopping, signals, step, warm_start
 from seq2seq_jax.training import workdir as workdir_files
 from seq2seq_jax.training.signals import RunInterrupted
 

@@ -9,10 +9,10 @@ import shutil
 
 import numpy as np
 
-from seq2seq_jax import evaluate, parallel, plots
+from seq2seq_jax import evaluate, faults, parallel, plots
 from seq2seq_jax.files import write_atomically
 from seq2seq_jax.tokens import EOS_ID, PAD_ID
-from seq2seq_jax.training import early_stopping, faults
+from seq2seq_jax.training import early_stopping
 from seq2seq_jax.training import workdir as workdir_files
 
 

@@ -1,9 +1,10 @@
 """Kill points for the kill-anywhere test (`tests/test_faults.py`).
 
 With `SEQ2SEQ_JAX_KILL_AT=POINT` (or `POINT@STEP`) in its environment a run kills
-itself with SIGKILL when it reaches that point of `training/run.py`, so that the
-test stops it at a known place (in the middle of an orbax save, between an
-evaluation and its record, after the test record) instead of racing a sleep.
+itself with SIGKILL when it reaches that point of the training loop (or of
+`data.prepare`), so that the test stops it at a known place (in the middle of
+an orbax save, between an evaluation and its record, after the test record)
+instead of racing a sleep.
 Unset, which it always is outside that test, a point costs one lookup in
 `os.environ`; points are passed at start-up, evaluations and saves, not per step.
 
@@ -12,7 +13,8 @@ The points: `loaded` (data and vocabularies, before config.json), `prepared`
 `train_record@N`, `evaluating@N` (before each batch of a dev evaluation in the
 step loop), `evaluated@N` (dev or test decoded, not yet recorded),
 `dev_record@N`, `saving@N` (an asynchronous orbax save in flight), `test_record`
-and `outputs` (report and predictions written, the files not yet closed).
+and `outputs` (report and predictions written, the files not yet closed); in
+`data.prepare`, `shard:SPLIT@N` (shard N of a split encoded and written).
 `SEQ2SEQ_JAX_KILL_SIGNAL=SIGINT` (or SIGTERM) sends that signal instead: a Ctrl-C
 at a place outside the step loop.
 """

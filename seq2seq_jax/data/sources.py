@@ -1,0 +1,75 @@
+"""Where a dataset's text comes from, by `dataset.name`, and what makes it that text
+(`identity`: the key of its prepared data)."""
+
+import hashlib
+from importlib import metadata
+from pathlib import Path
+
+from seq2seq_jax.data import debian, synthetic, tfds_source, tsv
+
+# The fields a generated task's text depends on (the tokenizer's are not among them).
+GENERATOR_FIELDS = ("max_number", "number_split", "train_size", "dev_size", "test_size", "seed",
+                    "num_symbols", "min_length", "max_length", "max_digits")
+
+
+def dataset_names() -> tuple[str, ...]:
+  return (*synthetic.TASKS, *(f"debian:{p}" for p in debian.CORPORA), "tsv:PATH",
+          "tfds:NAME[/CONFIG]")
+
+
+def is_dataset_name(name: str) -> bool:
+  return name in synthetic.TASKS or name.startswith(("tsv:", "tfds:")) or (
+      name.startswith("debian:") and name[len("debian:"):] in debian.CORPORA)
+
+
+def corpus_path(name: str):
+  """The TSV file behind `debian:PAIR` (prepared on first use) or `tsv:PATH`; else None."""
+  if name.startswith("debian:"):
+    return debian.prepare(name[len("debian:"):])
+  if name.startswith("tsv:"):
+    return name[len("tsv:"):]
+  return None
+
+
+def corpus_file(cfg):
+  """The TSV file of `cfg.name`, or None for a generated or tfds dataset."""
+  if cfg.name in synthetic.TASKS or cfg.name.startswith("tfds:"):
+    return None
+  path = corpus_path(cfg.name)
+  if path is None:
+    raise ValueError(f"unknown dataset.name {cfg.name!r}; valid datasets: "
+                     f"{', '.join(dataset_names())}")
+  return Path(path)
+
+
+def _code_digest(*modules) -> str:
+  digest = hashlib.sha256()
+  for module in modules:
+    digest.update(Path(module.__file__).read_bytes())
+  return digest.hexdigest()[:16]
+
+
+def identity(cfg) -> tuple[dict, str, str]:
+  """What the text of `cfg.name` is made of (a TSV's bytes, a generator's fields and
+  code), and the tokenizer of each side that the dataset brings."""
+  if cfg.name in synthetic.TASKS:
+    _, src_kind, tgt_kind = synthetic.TASKS[cfg.name]
+    return ({"generated": cfg.name, "fields": {f: getattr(cfg, f) for f in GENERATOR_FIELDS},
+             "code": _code_digest(synthetic, tsv), "num2words": metadata.version("num2words")},
+            src_kind, tgt_kind)
+  if cfg.name.startswith("tfds:"):
+    return ({"tfds": cfg.name, "data_dir": str(Path(cfg.data_dir).expanduser())}, "word",
+            "word")
+  path = corpus_file(cfg)
+  if not path.exists() or path.is_dir():
+    list(tsv.stream_pairs(path, {}))  # its one-line error
+  return ({"tsv_sha256": tsv.file_digest(path), "dev_size": cfg.dev_size,
+           "test_size": cfg.test_size}, "word", "word")
+
+
+def load_split_texts(cfg) -> dict:
+  """Text pairs by split of a generated or tfds dataset (a TSV is streamed)."""
+  if cfg.name in synthetic.TASKS:
+    loader, _, _ = synthetic.TASKS[cfg.name]
+    return loader(cfg)
+  return tfds_source.load_pairs(cfg.name[len("tfds:"):], cfg.data_dir, cfg.download)
