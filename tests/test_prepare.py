@@ -174,7 +174,7 @@ def test_sigterm_while_encoding_ends_the_workers_within_seconds(tmp_path):
   rng = np.random.default_rng(0)
   words = np.array([f"w{i}" for i in range(3000)])
   corpus = tmp_path / "big.tsv"
-  sides = rng.choice(words, (120_000, 2, 14))
+  sides = rng.choice(words, (60_000, 2, 14))  # over PARALLEL_MIN_PAIRS: worker processes
   corpus.write_text("".join(f"{' '.join(s)}\t{' '.join(t)}\n" for s, t in sides))
   env = {**os.environ, "SEQ2SEQ_JAX_CACHE": str(tmp_path / "cache")}
   proc = subprocess.Popen([sys.executable, "-m", "seq2seq_jax.data", "prepare",
