@@ -58,7 +58,9 @@ def write(cfg, identity: dict, tmp: Path) -> None:
     offsets, digests = [0], bytearray()
 
     def write(pair) -> None:
-      line = f"{pair[0]}\t{pair[1]}\n".encode()
+      # The first tab ends the source (a tfds source may hold one: a space there); lines
+      # are found by their offsets, so a newline inside a sentence is kept.
+      line = f"{pair[0].replace(chr(9), ' ')}\t{pair[1]}\n".encode()
       out.write(line)
       offsets.append(offsets[-1] + len(line))
 
