@@ -232,10 +232,8 @@ def _write_tokens(texts: Path, src_vocab, tgt_vocab, tmp: Path, workers, shard_p
   else:
     for job in missing:
       encode_shard(job)
-  stats = {split: _concatenate(shards, tmp, split, [j for j in jobs if j[2] == split],
-                               src_vocab, tgt_vocab) for split in SPLITS}
-  shutil.copy(shards / "vocab_src.json", tmp / "vocab_src.json")
-  shutil.copy(shards / "vocab_tgt.json", tmp / "vocab_tgt.json")
+  stats = {split: _concatenate(shards, tmp, split, [j for j in jobs if j[2] == split])
+           for split in SPLITS}
   files.write_atomically(tmp / "meta.json", json.dumps({"format": FORMAT, "stats": stats},
                                                        indent=2))
   shutil.rmtree(shards)
@@ -306,16 +304,16 @@ def encode_shard(job) -> None:
   faults.point(f"shard:{split}", index)
 
 
-def _concatenate(shards: Path, tmp: Path, split: str, jobs: list, src_vocab, tgt_vocab) -> dict:
+def _concatenate(shards: Path, tmp: Path, split: str, jobs: list) -> dict:
   """One token file and offsets per side of `split`, from its shards in order."""
   stats = {"pairs": 0}
-  for side, vocab in (("src", src_vocab), ("tgt", tgt_vocab)):
+  for side in ("src", "tgt"):
     lengths = []
     words = 0
     with open(tmp / f"{split}.{side}.tokens", "wb") as out:
       for job in jobs:
         with np.load(shards / _shard_name(split, job[3])) as shard:
-          shard[f"{side}_tokens"].astype(ragged.token_dtype(len(vocab))).tofile(out)
+          shard[f"{side}_tokens"].tofile(out)  # of `ragged.token_dtype` already
           lengths.append(shard[f"{side}_lengths"])
           words += int(shard[f"{side}_words"])
     lengths = np.concatenate(lengths) if lengths else np.zeros(0, np.int64)

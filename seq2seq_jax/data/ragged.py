@@ -89,9 +89,6 @@ class RaggedTokens:
     out = self.take(np.arange(len(self)))
     return out if dtype is None else out.astype(dtype)
 
-  def sentence(self, i: int) -> list[int]:
-    return self.tokens[self.starts[i]:self.starts[i] + self.lengths[i]].tolist()
-
 
 def token_dtype(vocab_size: int):
   """The smallest unsigned type that holds every id."""

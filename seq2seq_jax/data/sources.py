@@ -60,9 +60,7 @@ def identity(cfg) -> tuple[dict, str, str]:
   if cfg.name.startswith("tfds:"):
     return ({"tfds": cfg.name, "data_dir": str(Path(cfg.data_dir).expanduser())}, "word",
             "word")
-  path = corpus_file(cfg)
-  if not path.exists() or path.is_dir():
-    list(tsv.stream_pairs(path, {}))  # its one-line error
+  path = tsv.check_corpus(corpus_file(cfg))
   return ({"tsv_sha256": tsv.file_digest(path), "dev_size": cfg.dev_size,
            "test_size": cfg.test_size}, "word", "word")
 

@@ -51,13 +51,7 @@ def read_pairs(path) -> tuple[list[tuple[str, str]], dict]:
 def stream_pairs(path, bad: dict):
   """The pairs of `path` one at a time (memory flat in the file's size); skipped
   lines go into `bad` as `{reason: [line numbers]}` and are reported at the end."""
-  path = Path(path)
-  if not path.exists():
-    raise FileNotFoundError(f"dataset.name=tsv:{path}: the file {path} does not exist; give "
-                            "a TSV corpus (source<TAB>target a line, .gz/.xz/.bz2 allowed)")
-  if path.is_dir():
-    raise IsADirectoryError(f"dataset.name=tsv:{path}: {path} is a directory; give a TSV corpus "
-                            "file (source<TAB>target a line, .gz/.xz/.bz2 allowed)")
+  path = check_corpus(path)
   number, found = 0, 0
   try:
     with open_corpus(path) as f:
@@ -77,6 +71,18 @@ def stream_pairs(path, bad: dict):
   if not found:
     skipped = ", ".join(f"{len(v)} {k}" for k, v in bad.items()) or "the file is empty"
     raise ValueError(f"{path}: no usable pair (skipped: {skipped})")
+
+
+def check_corpus(path) -> Path:
+  """`path`, a corpus file that exists; else the error that says what to give."""
+  path = Path(path)
+  if not path.exists():
+    raise FileNotFoundError(f"dataset.name=tsv:{path}: the file {path} does not exist; give "
+                            "a TSV corpus (source<TAB>target a line, .gz/.xz/.bz2 allowed)")
+  if path.is_dir():
+    raise IsADirectoryError(f"dataset.name=tsv:{path}: {path} is a directory; give a TSV corpus "
+                            "file (source<TAB>target a line, .gz/.xz/.bz2 allowed)")
+  return path
 
 
 def file_digest(path) -> str:
