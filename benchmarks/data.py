@@ -33,8 +33,6 @@ import re
 import resource
 import subprocess
 import sys
-import tarfile
-import tempfile
 import time
 
 import numpy as np
@@ -43,7 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from conftest import IN_MEMORY_DATA_COMMIT  # noqa: E402
+from conftest import IN_MEMORY_DATA_COMMIT, extract_commit  # noqa: E402
 import synthetic_corpus  # noqa: E402
 
 SIZES = {"50k": 50_000, "200k": 200_000, "800k": 800_000, "3.2M": 3_200_000}
@@ -150,13 +148,7 @@ def old_code(directory: Path) -> Path:
   tree = directory / f"code_{IN_MEMORY_DATA_COMMIT[:7]}"
   if not (tree / "seq2seq_jax").exists():
     tree.mkdir(parents=True, exist_ok=True)
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", IN_MEMORY_DATA_COMMIT,
-                              "seq2seq_jax", "configs"], capture_output=True, check=True).stdout
-    with tempfile.TemporaryFile() as f:
-      f.write(archive)
-      f.seek(0)
-      with tarfile.open(fileobj=f) as tar:
-        tar.extractall(tree, filter="data")
+    extract_commit(IN_MEMORY_DATA_COMMIT, tree)
   return tree
 
 

@@ -131,14 +131,20 @@ def export_commit(commit: str, tmp_path_factory) -> Path:
   if found is None or found.returncode:
     pytest.skip(f"the commit {commit[:7]} is not in this checkout's git history (no git, an "
                 "export or a shallow clone): there is no code to compare with")
-  tree = tmp_path_factory.mktemp(f"code_{commit[:7]}")
+  tree = extract_commit(commit, tmp_path_factory.mktemp(f"code_{commit[:7]}"))
+  where = subprocess.run([sys.executable, "-c", "import seq2seq_jax; print(seq2seq_jax.__file__)"],
+                         cwd=tree, env=code_env(tree), capture_output=True, text=True, check=True)
+  assert Path(where.stdout.strip()).is_relative_to(tree), where.stdout
+  return tree
+
+
+def extract_commit(commit: str, tree: Path) -> Path:
+  """The package, configs and test configs of `commit`, from git history, into `tree`."""
+  root = Path(__file__).resolve().parent.parent
   archive = subprocess.run(["git", "-C", str(root), "archive", commit, "seq2seq_jax",
                             "configs", "tests/configs"], capture_output=True, check=True).stdout
   with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
     tar.extractall(tree, filter="data")
-  where = subprocess.run([sys.executable, "-c", "import seq2seq_jax; print(seq2seq_jax.__file__)"],
-                         cwd=tree, env=code_env(tree), capture_output=True, text=True, check=True)
-  assert Path(where.stdout.strip()).is_relative_to(tree), where.stdout
   return tree
 
 
