@@ -57,14 +57,15 @@ def average(workdir: Path, last: int | None = None) -> tuple[list[int], dict]:
                        f"): give --last between 1 and {len(steps)}")
     steps = steps[-last:]
     states = [ckpt.restore(str(s), template)[0] for s in steps]
-    state = states[-1].replace(params=average_params([s.params for s in states]))
+    average = average_params([s.served for s in states])  # a run's moving averages, if kept
+    state = states[-1].replace(params=average, ema=None if states[-1].ema is None else average)
     ckpt.save_average(steps[-1], state, {"step": steps[-1], "data_position": steps[-1],
                                          "averaged_steps": steps})
   finally:
     ckpt.close()
   log.info("averaged checkpoints %s into %s", steps, ckpt.directory / "average" / str(steps[-1]))
   dataset = data.load(config.dataset, src_vocab, tgt_vocab)
-  results = {split: evaluate.evaluate(model, state.params, dataset, split, config.eval)
+  results = {split: evaluate.evaluate(model, state.served, dataset, split, config.eval)
              for split in ("dev", "test")}
   _add_to_report(workdir / "report.md", steps, results)
   return steps, results

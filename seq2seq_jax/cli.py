@@ -12,6 +12,8 @@ import os
 from pathlib import Path
 import signal
 import sys
+import threading
+import time
 import traceback
 
 from absl import flags
@@ -88,12 +90,48 @@ class Terminated(KeyboardInterrupt):
   """SIGTERM outside the training loop's own handler (`training.signals.StopSignals`)."""
 
 
-def interrupt_on_sigterm() -> None:
+def interrupt_on_sigterm(grace: bool = True) -> None:
   """SIGTERM raises `Terminated` (Python's default for it is to die without a word),
-  so that a CLI stopped anywhere says so in one line, as it does for Ctrl-C."""
+  so that a CLI stopped anywhere says so in one line, as it does for Ctrl-C; with
+  `grace`, a stop that cannot be honoured ends the process (`watch_stop_signals`)."""
   def raise_terminated(signum, frame):
     raise Terminated
   signal.signal(signal.SIGTERM, raise_terminated)
+  if grace:
+    watch_stop_signals()
+
+
+STOP_GRACE_ENV, STOP_GRACE_S = "SEQ2SEQ_JAX_STOP_GRACE_S", 120.0
+
+
+def watch_stop_signals() -> None:
+  """Ends the process STOP_GRACE_S seconds after a SIGINT or SIGTERM that it has not
+  acted on (env SEQ2SEQ_JAX_STOP_GRACE_S, 0 for never), with the line and exit code of
+  a stop. Python runs its signal handlers in the main thread between bytecodes, so a
+  main thread inside a device call that does not return (one decoding batch of a very
+  long sentence, a hung collective) never sees the signal: this thread learns of it
+  from the wakeup file descriptor, which the C-level handler writes at once. Ending
+  there loses nothing that a kill -9 would not (files are written whole)."""
+  grace = float(os.environ.get(STOP_GRACE_ENV, STOP_GRACE_S))
+  if grace <= 0 or threading.current_thread() is not threading.main_thread():
+    return
+  read_fd, write_fd = os.pipe()
+  os.set_blocking(write_fd, False)  # the C handler must never block on it
+  signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+
+  def watch():
+    while not (stops := [s for s in os.read(read_fd, 64) if s in (signal.SIGINT,
+                                                                 signal.SIGTERM)]):
+      pass
+    time.sleep(grace)
+    name = signal.Signals(stops[0]).name
+    print(f"error: stopped by {name}: the run had not stopped {grace:g} s after the signal "
+          "(its main thread was inside a device call that did not return), so the process "
+          "ended there; files are written whole: the same command resumes from the last "
+          f"checkpoint ({STOP_GRACE_ENV} sets the wait)", file=sys.stderr, flush=True)
+    os._exit(128 + stops[0])
+
+  threading.Thread(target=watch, name="stop-watchdog", daemon=True).start()
 
 
 def fail_interrupted(e: KeyboardInterrupt, where: str) -> None:

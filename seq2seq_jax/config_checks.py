@@ -20,7 +20,8 @@ def _int_field(config, field, least: int = 1, meaning: str = ""):
 _NON_NEGATIVE = {"seed": "", "dataset.seed": "", "dataset.max_src_len": " (0 = no limit)",
                  "dataset.max_tgt_len": " (0 = no limit)", "dataset.vocab_size": " (0 = all)",
                  "eval.max_examples": " (0 = none)", "eval.num_attention_plots": " (0 = none)",
-                 "eval.max_len_b": "", "dataset.spm_input_sentence_size": " (0 = all)"}
+                 "eval.max_len_b": "", "dataset.spm_input_sentence_size": " (0 = all)",
+                 "train.batch_tokens": " (0 = train.batch_size sentences)"}
 _SYNTHETIC = ("dataset.train_size", "dataset.num_symbols", "dataset.max_number",
               "dataset.max_digits", "dataset.min_length", "dataset.max_length")
 
@@ -32,6 +33,8 @@ def validate(config) -> config_schema.Config:
   if not data.is_dataset_name(config.dataset.name):
     raise ValueError(f"dataset.name={config.dataset.name!r} is not valid; valid datasets: "
                      f"{', '.join(data.dataset_names())}")
+  if not config.dataset.name.startswith(("tsv:", "debian:")):  # its files checked when read
+    data.split_files(config.dataset)
   split = config.dataset.number_split
   if split not in synthetic.NUMBER_SPLITS:
     raise ValueError(f"dataset.number_split={split!r} is not valid; valid: "
@@ -47,7 +50,8 @@ def validate(config) -> config_schema.Config:
   if not 0.0 <= config.train.label_smoothing < 1.0:
     raise ValueError(f"train.label_smoothing must be in [0, 1), got "
                      f"{config.train.label_smoothing!r}")
-  for field in ("train.num_steps", "train.batch_size", "train.keep_checkpoints",
+  for field in ("train.num_steps", "train.batch_size", "train.grad_accum_steps",
+                "train.keep_checkpoints",
                 "eval.batch_size", "dataset.dev_size", "dataset.test_size"):
     _int_field(config, field)
   log_every = _int_field(config, "train.log_every_steps")
@@ -64,6 +68,15 @@ def validate(config) -> config_schema.Config:
   low, high = config.dataset.min_length, config.dataset.max_length
   if low > high:
     raise ValueError(f"dataset.min_length={low} is larger than dataset.max_length={high}")
+  alpha = config.dataset.subword_alpha
+  if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or alpha < 0:
+    raise ValueError(f"dataset.subword_alpha must be a number >= 0 (0 = off), got {alpha!r}")
+  if alpha and (config.dataset.tokenizer not in ("", "sentencepiece")
+                or config.dataset.spm_model_type != "unigram"):
+    raise ValueError(f"dataset.subword_alpha={alpha} samples the segmentations of a "
+                     "SentencePiece unigram model: set dataset.tokenizer=sentencepiece and "
+                     "dataset.spm_model_type=unigram")
+  _int_field(config, "dataset.subword_nbest", 2)
   dropped = config.dataset.max_dropped_fraction
   if isinstance(dropped, bool) or not isinstance(dropped, (int, float)) or not 0 <= dropped <= 1:
     raise ValueError(f"dataset.max_dropped_fraction must be a share in [0, 1], got {dropped!r}")

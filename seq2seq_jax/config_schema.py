@@ -50,6 +50,16 @@ class Dataset:
   train_size: int = _field(20_000, "generated tasks (copy, reverse, sort, addition)")
   dev_size: int = _field(1000, "pairs held out for evaluation during training")
   test_size: int = _field(1000, "pairs held out for the final evaluation")
+  subword_alpha: float = _field(0.0, "sentencepiece unigram: draw each training pair's "
+                                "segmentation anew from the subword_nbest best, P(x)^alpha "
+                                "(data/sampling.py; Kudo 2018: 0.1); 0 = the best one always",
+                                absent=0.0)
+  subword_nbest: int = _field(64, "subword_alpha: the best segmentations drawn from", absent=64)
+  dev_path: str = _field("", "a TSV corpus's own dev set (a TSV file, .gz/.xz/.bz2 allowed): "
+                         "used as given, dev_size unused; training pairs whose source is in "
+                         "it are dropped (counted); empty = dev_size pairs held out by hash",
+                         absent="")
+  test_path: str = _field("", "the same for the test set", absent="")
   seed: int = _field(0, "generated tasks: which sequences")
   num_symbols: int = _field(10, "copy / reverse / sort: alphabet size")
   min_length: int = _field(3, "copy / reverse / sort: shortest sequence")
@@ -141,21 +151,40 @@ class EarlyStopping:
 @dataclasses.dataclass(frozen=True)
 class Train:
   num_steps: int = _field(3000, "training steps (updates)")
-  batch_size: int = _field(64, "sentence pairs per step, over all devices")
-  optimizer: str = _field("adam", "adam | sgd")
+  batch_size: int = _field(64, "sentence pairs per step (per micro-batch with "
+                           "grad_accum_steps), over all devices")
+  batch_tokens: int = _field(0, "instead of batch_size: as many pairs as keep pairs x width "
+                             "(the length bucket's, the wider side, padding included) within "
+                             "this many tokens, over all devices (fairseq --max-tokens); "
+                             "0 = batch_size sentences", absent=0)
+  grad_accum_steps: int = _field(1, "micro-batches of batch_size (or batch_tokens) whose "
+                                 "gradients make one update, normalised over the whole update "
+                                 "(fairseq --update-freq); steps count updates", absent=1)
+  optimizer: str = _field("adam", "adam | adamw | adafactor | sgd (training/optim.py)")
   learning_rate: float = _field(3e-3, "the peak with a warmup schedule")
-  lr_schedule: str = _field("constant", "constant | rsqrt | cosine | halving "
+  lr_schedule: str = _field("constant", "constant | rsqrt | cosine | halving | plateau "
                             "(training/optim.py)")
   warmup_steps: int = _field(0, "rsqrt, cosine: linear warmup steps")
   lr_halve_after: int = _field(0, "halving: halved at lr_halve_after + k * lr_halve_every, "
                                "k >= 1")
   lr_halve_every: int = _field(1000, "halving: the interval")
-  adam_b1: float = _field(0.9, "adam: first-moment decay (the Transformer paper: 0.9, 0.98, "
-                          "1e-9)")
-  adam_b2: float = _field(0.999, "adam: second-moment decay")
-  adam_eps: float = _field(1e-8, "adam: epsilon")
+  plateau_factor: float = _field(0.5, "plateau: the rate is multiplied by this when dev "
+                                 "early_stopping.metric has not improved (by min_delta) for "
+                                 "plateau_patience evaluations", absent=0.5)
+  plateau_patience: int = _field(5, "plateau: evaluations without an improvement", absent=5)
+  adam_b1: float = _field(0.9, "adam, adamw: first-moment decay (the Transformer paper: "
+                          "0.9, 0.98, 1e-9)")
+  adam_b2: float = _field(0.999, "adam, adamw: second-moment decay")
+  adam_eps: float = _field(1e-8, "adam, adamw: epsilon")
+  weight_decay: float = _field(0.0, "adamw, adafactor: decoupled weight decay of the matrices "
+                               "(adamw's update adds lr * weight_decay * param, adafactor's "
+                               "weight_decay * param); 0 = off", absent=0.0)
   clip_norm: float = _field(5.0, "global gradient norm clipping; 0 = off")
   label_smoothing: float = _field(0.0, "in [0, 1)")
+  ema_decay: float = _field(0.0, "an exponential moving average of the weights, "
+                            "decay * ema + (1 - decay) * params after each update, kept in "
+                            "the checkpoints: what the run evaluates and translate serves "
+                            "(Marian's exponential smoothing; e.g. 0.9999); 0 = off", absent=0.0)
   loss_normalization: str = _field(
       "sentences", "sentences: summed token loss / sentences (the RNN recipe: with clip_norm "
       "5 the clipping is active, as in tensorflow/nmt, OpenNMT-py, JoeyNMT) | tokens: per "

@@ -16,7 +16,9 @@ step loop), `evaluated@N` (dev or test decoded, not yet recorded),
 and `outputs` (report and predictions written, the files not yet closed); in
 `data.prepare`, `shard:SPLIT@N` (shard N of a split encoded and written).
 `SEQ2SEQ_JAX_KILL_SIGNAL=SIGINT` (or SIGTERM) sends that signal instead: a Ctrl-C
-at a place outside the step loop.
+at a place outside the step loop; `HANG` sends SIGTERM and then waits inside a
+device computation that never returns, as a run stuck in one does (the signal's
+Python handler then never runs: `cli.watch_stop_signals` ends the process).
 """
 
 import os
@@ -28,4 +30,14 @@ ENV, SIGNAL_ENV = "SEQ2SEQ_JAX_KILL_AT", "SEQ2SEQ_JAX_KILL_SIGNAL"
 def point(name: str, step: int | None = None) -> None:
   wanted = os.environ.get(ENV)
   if wanted and wanted == (name if step is None else f"{name}@{step}"):
-    os.kill(os.getpid(), signal.Signals[os.environ.get(SIGNAL_ENV, "SIGKILL")])
+    how = os.environ.get(SIGNAL_ENV, "SIGKILL")
+    os.kill(os.getpid(), signal.Signals["SIGTERM" if how == "HANG" else how])
+    if how == "HANG":
+      _never_returning_device_call()
+
+
+def _never_returning_device_call() -> None:
+  import jax  # only here: this module is imported where jax is not
+  import jax.numpy as jnp
+  forever = jax.jit(lambda x: jax.lax.while_loop(lambda v: v < jnp.inf, lambda v: v + 1.0, x))
+  jax.device_get(forever(jnp.float32(0)))

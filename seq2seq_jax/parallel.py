@@ -112,8 +112,11 @@ def replicated(mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
-def batch_sharding(mesh, stacked: bool = False) -> NamedSharding:
-  """Rows split over `data`; with `stacked`, members (the leading axis) over `members`."""
+def batch_sharding(mesh, stacked: bool = False, accumulated: bool = False) -> NamedSharding:
+  """Rows split over `data`; with `stacked`, members (the leading axis) over `members`;
+  with `accumulated`, the micro-batches' axis (after the members') is not split."""
+  if accumulated:
+    return NamedSharding(mesh, P("members", None, "data"))
   return NamedSharding(mesh, P("members", "data") if stacked else P("data"))
 
 

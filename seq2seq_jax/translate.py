@@ -28,8 +28,10 @@ from seq2seq_jax.training.trained import load_model
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training workdir.")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", "best",
-                                  "best (by dev BLEU), last, a step number, or average "
-                                  "(python -m seq2seq_jax.average).")
+                                  "best (by dev BLEU), last, a step number, average "
+                                  "(python -m seq2seq_jax.average), or ema (best's moving "
+                                  "average of the weights, train.ema_decay; with one, every "
+                                  "name serves its average).")
 _INPUT = flags.DEFINE_string("input", None, "Input file (UTF-8); stdin when not given.")
 _OUTPUT = flags.DEFINE_string("output", None, "Output file; stdout when not given.")
 _BEAM = flags.DEFINE_integer("beam_size", 5, "Beam width; 1 = greedy.")

@@ -22,7 +22,11 @@ ADDED_SINCE = ("dataset.joint_vocab", "dataset.number_split", "dataset.max_src_l
                "dataset.max_tgt_len", "dataset.bucket_boundaries", "model.family",
                "model.norm", "train.lr_schedule", "train.adam_b2", "train.early_stopping",
                "train.init_from", "train.loss_normalization", "eval.report_greedy", "mesh",
-               "dataset.spm_input_sentence_size", "dataset.max_dropped_fraction")
+               "dataset.spm_input_sentence_size", "dataset.max_dropped_fraction",
+               "dataset.dev_path", "dataset.test_path", "train.batch_tokens",
+               "train.grad_accum_steps", "train.weight_decay", "train.ema_decay",
+               "dataset.subword_alpha", "dataset.subword_nbest", "train.plateau_factor",
+               "train.plateau_patience")
 BASELINE_SCRIPT = """
 import json, sys
 from seq2seq_jax import config_utils
@@ -68,10 +72,18 @@ def test_the_defaults_and_a_saved_configs_reading_are_the_code_befores(baseline_
   # fields added after the baseline: what a run saved before them did
   assert today["dataset.max_dropped_fraction"] == 1.0  # any share dropped, with a warning
   assert today["dataset.spm_input_sentence_size"] == 0  # sentencepiece on every sentence
+  # (issue 29) sentence batches, one batch an update, no decay, no average, hashed splits
+  assert (today["train.batch_tokens"], today["train.grad_accum_steps"]) == (0, 1)
+  assert (today["train.weight_decay"], today["train.ema_decay"]) == (0.0, 0.0)
+  assert (today["dataset.dev_path"], today["dataset.test_path"]) == ("", "")
+  assert today["dataset.subword_alpha"] == 0.0 and today["train.lr_schedule"] == "constant"
 
 
 # Fields added after the baseline commit (issue 28), with the section they are in.
-ADDED_AFTER_BASELINE = {"dataset": ("spm_input_sentence_size", "max_dropped_fraction")}
+ADDED_AFTER_BASELINE = {"dataset": ("spm_input_sentence_size", "max_dropped_fraction",
+                                    "subword_alpha", "subword_nbest", "dev_path", "test_path"),
+                        "train": ("batch_tokens", "grad_accum_steps", "weight_decay",
+                                  "ema_decay", "plateau_factor", "plateau_patience")}
 
 
 def _before_added(config) -> dict:
@@ -81,6 +93,21 @@ def _before_added(config) -> dict:
     for name in names:
       del tree[section][name]
   return tree
+
+
+def test_a_workdir_saved_before_the_recipe_fields_is_the_same_run_today(tmp_path):
+  """Issue 29's fields read as what a run without them did: no config difference, so
+  the workdir resumes (before their `absent`: refused as `'<absent>' -> 64`)."""
+  from seq2seq_jax.training import workdir as workdir_files
+  config = config_utils.load_module(ROOT / "configs" / "default.py").get_config("quick")
+  tree = json.loads(json.dumps(config.to_dict()))
+  for section, names in ADDED_AFTER_BASELINE.items():
+    for name in names:
+      if name not in ("spm_input_sentence_size", "max_dropped_fraction"):  # issue 28's
+        del tree[section][name]
+  (tmp_path / "config.json").write_text(json.dumps(tree))
+  workdir_files.check_config(config_schema.build(config), tmp_path, "error")  # no ValueError
+  assert (tmp_path / "config.json").exists()
 
 
 def test_a_config_is_typed_frozen_and_complete():

@@ -8,7 +8,13 @@ import numpy as np
 
 from seq2seq_jax.data import prepare as preparing
 from seq2seq_jax.data.ragged import RaggedTokens
-from seq2seq_jax.data.sources import corpus_path, dataset_names, is_dataset_name  # noqa: F401
+from seq2seq_jax.data.sampling import SubwordSampler
+from seq2seq_jax.data.sources import (  # noqa: F401
+  corpus_path,
+  dataset_names,
+  is_dataset_name,
+  split_files,
+)
 from seq2seq_jax.data.vocab import SentencePieceVocab, Vocab, build_vocab, load_vocab  # noqa: F401
 from seq2seq_jax.tokens import PAD_ID
 
@@ -107,23 +113,34 @@ class TrainBatches:
   the bucket's width (so jit compiles one program per bucket), every pair
   appears exactly once per epoch (a bucket's last batch is filled with
   all-padding rows, which carry no loss), and the batch order is shuffled.
+
+  A batch holds `batch_size` rows, or with `batch_tokens` as many rows as keep
+  rows x width (the bucket's, the wider side's, padding included) within it, a
+  multiple of `rows_multiple` (the devices it is split over); `micro_batches` K
+  makes each batch K of those (one update's micro-batches, rows in order). A
+  `sampler` (`sampling.SubwordSampler`) draws the rows' segmentations anew.
   """
 
   def __init__(self, src: np.ndarray, tgt: np.ndarray, batch_size: int, seed: int,
-               boundaries=()):
-    if batch_size > len(src):
-      raise ValueError(f"train.batch_size={batch_size} is larger than the "
-                       f"{len(src)} training pairs")
+               boundaries=(), batch_tokens: int = 0, micro_batches: int = 1,
+               rows_multiple: int = 1, sampler=None):
     # Padded arrays (tests, tools) are read as the prepared data is.
     src, tgt = (x if isinstance(x, RaggedTokens) else RaggedTokens.from_padded(x)
                 for x in (src, tgt))
-    self.src, self.tgt, self.batch_size, self.seed = src, tgt, batch_size, seed
+    self.src, self.tgt, self.seed, self.sampler = src, tgt, seed, sampler
     self._epoch, self._plan = -1, None
+    width = max(src.shape[1], tgt.shape[1])
     if not boundaries:
       self.buckets = None
-      self.per_epoch = len(src) // batch_size
+      self.batch_size = _rows(batch_size, batch_tokens, width, rows_multiple) * micro_batches
+      if self.batch_size > len(src):
+        asked = (f"train.batch_tokens={batch_tokens} ({self.batch_size // micro_batches} rows "
+                 f"of {width} tokens)" if batch_tokens else f"train.batch_size={batch_size}")
+        if micro_batches > 1:
+          asked += f" x train.grad_accum_steps={micro_batches}"
+        raise ValueError(f"{asked} is larger than the {len(src)} training pairs")
+      self.per_epoch = len(src) // self.batch_size
       return
-    width = max(src.shape[1], tgt.shape[1])
     bounds = sorted({int(b) for b in boundaries if 0 < int(b) < width} | {width})
     lengths = np.maximum(src.lengths, tgt.lengths)
     which = np.searchsorted(bounds, lengths)  # the first bound >= length
@@ -131,7 +148,31 @@ class TrainBatches:
     self.buckets = [(np.flatnonzero(which == i).astype(np.int32), min(b, src.shape[1]),
                      min(b, tgt.shape[1])) for i, b in enumerate(bounds)]
     self.buckets = [b for b in self.buckets if len(b[0])]
-    self.per_epoch = sum(-(-len(rows) // batch_size) for rows, _, _ in self.buckets)
+    self.bucket_rows = [_rows(batch_size, batch_tokens, max(s, t), rows_multiple) * micro_batches
+                        for _, s, t in self.buckets]
+    self.batch_size = max(self.bucket_rows)
+    if not batch_tokens and batch_size > len(src):
+      raise ValueError(f"train.batch_size={batch_size} is larger than the "
+                       f"{len(src)} training pairs")
+    self.per_epoch = sum(-(-len(rows) // n) for (rows, _, _), n in zip(self.buckets,
+                                                                         self.bucket_rows))
+
+  @classmethod
+  def from_config(cls, config, dataset: Dataset, rows_multiple: int = 1) -> "TrainBatches":
+    """The batches of a run's `config` (its seed, `train.batch_size` / `batch_tokens`,
+    `grad_accum_steps`, `dataset.bucket_boundaries`, `subword_alpha`) over the
+    training pairs of `dataset`."""
+    tc, cfg = config.train, config.dataset
+    sampler = None
+    if cfg.subword_alpha:
+      vocabs = (dataset.src_vocab, dataset.tgt_vocab)
+      if not any(v.kind == "sentencepiece" for v in vocabs):
+        raise ValueError(f"dataset.subword_alpha={cfg.subword_alpha} samples SentencePiece "
+                         "segmentations: set dataset.tokenizer=sentencepiece")
+      sampler = SubwordSampler(dataset.texts["train"], *vocabs, cfg.subword_alpha,
+                               cfg.subword_nbest, config.seed)
+    return cls(*dataset.arrays["train"], tc.batch_size, config.seed, cfg.bucket_boundaries,
+               tc.batch_tokens, tc.grad_accum_steps, rows_multiple, sampler)
 
   @property
   def shapes(self) -> list[tuple[int, int]]:
@@ -147,12 +188,11 @@ class TrainBatches:
       return [(perm[i * self.batch_size:(i + 1) * self.batch_size], None)
               for i in range(self.per_epoch)]
     plan = []
-    for index, (rows, _, _) in enumerate(self.buckets):
+    for index, ((rows, _, _), size) in enumerate(zip(self.buckets, self.bucket_rows)):
       rows = rng.permutation(rows)
-      for start in range(0, len(rows), self.batch_size):
-        chunk = rows[start:start + self.batch_size]
-        plan.append((np.pad(chunk, (0, self.batch_size - len(chunk)), constant_values=-1),
-                     index))
+      for start in range(0, len(rows), size):
+        chunk = rows[start:start + size]
+        plan.append((np.pad(chunk, (0, size - len(chunk)), constant_values=-1), index))
     return [plan[i] for i in rng.permutation(len(plan))]
 
   def __call__(self, position: int, part: slice | None = None) -> dict:
@@ -164,9 +204,27 @@ class TrainBatches:
     if part is not None:
       rows = rows[part]
     if bucket is None:
-      return {"src": self.src.take(rows), "tgt": self.tgt.take(rows)}
-    _, src_len, tgt_len = self.buckets[bucket]
-    real = rows >= 0
-    src = np.where(real[:, None], self.src.take(np.maximum(rows, 0), src_len), PAD_ID)
-    tgt = np.where(real[:, None], self.tgt.take(np.maximum(rows, 0), tgt_len), PAD_ID)
+      src, tgt = self.src.take(rows), self.tgt.take(rows)
+    else:
+      _, src_len, tgt_len = self.buckets[bucket]
+      real = rows >= 0
+      src = np.where(real[:, None], self.src.take(np.maximum(rows, 0), src_len), PAD_ID)
+      tgt = np.where(real[:, None], self.tgt.take(np.maximum(rows, 0), tgt_len), PAD_ID)
+    if self.sampler is not None:
+      src, tgt = self.sampler(rows, epoch, [src, tgt])
     return {"src": src.astype(np.int32), "tgt": tgt.astype(np.int32)}
+
+
+def _rows(batch_size: int, batch_tokens: int, width: int, multiple: int) -> int:
+  """Rows of a (micro-)batch: `batch_size`, or with `batch_tokens` the most rows of
+  `width` tokens within it, a multiple of `multiple`."""
+  if not batch_tokens:
+    return batch_size
+  rows = batch_tokens // width // multiple * multiple
+  if not rows:
+    rows_of = f"{multiple} rows" if multiple > 1 else "one row"
+    raise ValueError(f"train.batch_tokens={batch_tokens} holds less than {rows_of} of the "
+                     f"longest training pairs ({width} tokens, padding included): use at least "
+                     f"{width * multiple}, or lower dataset.max_src_len / max_tgt_len")
+  return rows
+

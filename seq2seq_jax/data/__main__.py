@@ -37,6 +37,8 @@ FIELDS = {  # flag -> (type, help); unset flags keep the config's (or the defaul
     "max_tgt_len": (int, "dataset.max_tgt_len"),
     "dev_size": (int, "dataset.dev_size"),
     "test_size": (int, "dataset.test_size"),
+    "dev_path": (str, "dataset.dev_path: the corpus's own dev file (TSV)"),
+    "test_path": (str, "dataset.test_path: its own test file (TSV)"),
 }
 
 

@@ -52,6 +52,7 @@ def _code_digest(*modules) -> str:
 def identity(cfg) -> tuple[dict, str, str]:
   """What the text of `cfg.name` is made of (a TSV's bytes, a generator's fields and
   code), and the tokenizer of each side that the dataset brings."""
+  split_files(cfg)  # refused for a dataset that brings its splits
   if cfg.name in synthetic.TASKS:
     _, src_kind, tgt_kind = synthetic.TASKS[cfg.name]
     return ({"generated": cfg.name, "fields": {f: getattr(cfg, f) for f in GENERATOR_FIELDS},
@@ -61,8 +62,23 @@ def identity(cfg) -> tuple[dict, str, str]:
     return ({"tfds": cfg.name, "data_dir": str(Path(cfg.data_dir).expanduser())}, "word",
             "word")
   path = tsv.check_corpus(corpus_file(cfg))
-  return ({"tsv_sha256": tsv.file_digest(path), "dev_size": cfg.dev_size,
-           "test_size": cfg.test_size}, "word", "word")
+  found = {"tsv_sha256": tsv.file_digest(path), "dev_size": cfg.dev_size,
+           "test_size": cfg.test_size}
+  for split, given in split_files(cfg).items():  # absent without them: the keys made before
+    found[f"{split}_sha256"] = tsv.file_digest(given)
+  return found, "word", "word"
+
+
+def split_files(cfg) -> dict:
+  """`{split: Path}` of the dev and test files a config gives (`dataset.dev_path`,
+  `test_path`), checked: only a TSV corpus takes them (`config_checks` asks first)."""
+  given = {split: getattr(cfg, f"{split}_path") for split in ("dev", "test")}
+  given = {split: path for split, path in given.items() if path}
+  if given and not cfg.name.startswith(("tsv:", "debian:")):
+    raise ValueError(f"dataset.{next(iter(given))}_path needs a TSV corpus (dataset.name="
+                     f"tsv:PATH or debian:PAIR), not {cfg.name!r}, whose splits are given")
+  return {split: tsv.check_corpus(Path(path).expanduser(), f"dataset.{split}_path=")
+          for split, path in given.items()}
 
 
 def load_split_texts(cfg) -> dict:

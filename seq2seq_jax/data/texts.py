@@ -70,6 +70,13 @@ def write(cfg, identity: dict, tmp: Path) -> None:
       for pair in tsv.stream_pairs(path, {}):
         write(pair)
         digests += hashlib.sha1(pair[0].encode()).digest()
+      given, given_sources = {}, bytearray()
+      for split, split_path in sources.split_files(cfg).items():  # after the corpus's lines
+        start = len(offsets) - 1
+        for pair in tsv.stream_pairs(split_path, {}):
+          write(pair)
+          given_sources += hashlib.sha1(pair[0].encode()).digest()
+        given[split] = np.arange(start, len(offsets) - 1, dtype=np.int64)
     else:
       by_split = sources.load_split_texts(cfg)
       rows, start = {}, 0
@@ -80,8 +87,12 @@ def write(cfg, identity: dict, tmp: Path) -> None:
         start += len(by_split[split])
   np.save(tmp / "texts.offsets.npy", np.asarray(offsets, np.int64))
   if path is not None:
-    rows = _split_by_hash(Texts(tmp, np.zeros(0, np.int64)), digests, cfg.dev_size,
-                          cfg.test_size)
+    rows = _split_by_hash(Texts(tmp, np.zeros(0, np.int64)), digests,
+                          0 if "dev" in given else cfg.dev_size,
+                          0 if "test" in given else cfg.test_size)
+    rows.update(given)
+    if given:
+      rows["train"] = _without_sources(rows["train"], digests, given_sources, sorted(given))
   for split in SPLITS:
     if not len(rows[split]):
       raise ValueError(f"dataset {cfg.name!r} has no {split} pairs")
@@ -91,6 +102,18 @@ def write(cfg, identity: dict, tmp: Path) -> None:
       indent=2))
   log.info("%s: %d pairs (train %d, dev %d, test %d) written in %.1f s", cfg.name,
            len(offsets) - 1, *(len(rows[s]) for s in SPLITS), time.time() - t0)
+
+
+def _without_sources(train: np.ndarray, digests: bytearray, held_out: bytearray,
+                     splits: list) -> np.ndarray:
+  """The `train` rows whose source is not among the `held_out` sources (the given dev
+  and test files'), compared by SHA-1; the dropped ones counted in a warning."""
+  train_sources = np.frombuffer(bytes(digests), "S20")[train]
+  seen = np.isin(train_sources, np.frombuffer(bytes(held_out), "S20"))
+  if seen.any():
+    log.warning("train: dropped %d of %d pairs whose source is also in dataset.%s",
+                int(seen.sum()), len(train), " / ".join(f"{s}_path" for s in splits))
+  return train[~seen]
 
 
 def _split_by_hash(texts: Texts, digests: bytearray, dev_size: int, test_size: int) -> dict:

@@ -73,14 +73,15 @@ def stream_pairs(path, bad: dict):
     raise ValueError(f"{path}: no usable pair (skipped: {skipped})")
 
 
-def check_corpus(path) -> Path:
-  """`path`, a corpus file that exists; else the error that says what to give."""
+def check_corpus(path, field: str = "dataset.name=tsv:") -> Path:
+  """`path`, a corpus file that exists; else the error that names `field` (the config
+  field that gave the path) and says what to give."""
   path = Path(path)
   if not path.exists():
-    raise FileNotFoundError(f"dataset.name=tsv:{path}: the file {path} does not exist; give "
+    raise FileNotFoundError(f"{field}{path}: the file {path} does not exist; give "
                             "a TSV corpus (source<TAB>target a line, .gz/.xz/.bz2 allowed)")
   if path.is_dir():
-    raise IsADirectoryError(f"dataset.name=tsv:{path}: {path} is a directory; give a TSV corpus "
+    raise IsADirectoryError(f"{field}{path}: {path} is a directory; give a TSV corpus "
                             "file (source<TAB>target a line, .gz/.xz/.bz2 allowed)")
   return path
 

@@ -63,7 +63,7 @@ def run_sweep(stacks: list[tuple[int, list[Member]]], argv, root: Path, sweep_on
   """Runs the `stacks` (lists of members; one process each) whose members need it."""
   for sub in ("members", "status", "logs"):
     (root / sub).mkdir(parents=True, exist_ok=True)
-  cli.interrupt_on_sigterm()
+  cli.interrupt_on_sigterm(grace=False)  # it waits on its members, which have their own
   try:  # e.g. a killed driver's orphaned stack, finishing its step: then resumed here
     wait_for_others([m for _, job in stacks for m in job if m.state() == "running"])
   except KeyboardInterrupt as e:

@@ -14,6 +14,7 @@ import traceback
 from absl import flags
 import jax
 
+from seq2seq_jax import cli
 from seq2seq_jax.sweep import stacks
 
 _MEMBERS = flags.DEFINE_string("members", None, "Internal: the members this stack process "
@@ -50,6 +51,7 @@ def run_worker(members: list, ghosts: list, cache_dir, stack_number: int | None)
   resumed stack computes exactly what an uninterrupted one does. Their files
   are not touched.
   """
+  cli.watch_stop_signals()  # a member stuck in a device call still ends (as interrupted)
   locks, mine = [], []
   for m in members:
     m.lock_path.parent.mkdir(parents=True, exist_ok=True)

@@ -69,6 +69,43 @@ class EarlyStopping:
             f"({self.metric} {self.best:g})")
 
 
+class Plateau:
+  """`train.lr_schedule=plateau`: the rate times `plateau_factor` to the number of
+  reductions, one each time `plateau_patience` dev evaluations in a row have not
+  improved `early_stopping.metric` by more than its `min_delta` (the count restarts
+  after a reduction). PyTorch's ReduceLROnPlateau (JoeyNMT's `scheduling: plateau`)
+  reduces after patience + 1 such evaluations, its threshold relative. Rebuilt from
+  the dev records of `metrics.jsonl` on resume, as `EarlyStopping` is."""
+
+  def __init__(self, train_config, records: list[dict] = ()):
+    self.on = train_config.lr_schedule == "plateau"
+    self.factor, self.patience = train_config.plateau_factor, train_config.plateau_patience
+    self.tracker = EarlyStopping(train_config)  # its rule of an improvement; patience unused
+    self.reductions = self.since_change = 0
+    for record in records:
+      if record["split"] == "dev":
+        self.update(record["step"], record)
+
+  def update(self, step: int, metrics: dict) -> bool:
+    """Takes the dev `metrics` of `step`; True when the rate goes down here."""
+    if not self.on:
+      return False
+    self.tracker.update(step, metrics)
+    self.since_change = 0 if self.tracker.since_best == 0 else self.since_change + 1
+    if self.since_change < self.patience:
+      return False
+    self.reductions, self.since_change = self.reductions + 1, 0
+    return True
+
+  @property
+  def scale(self) -> float:
+    return self.factor ** self.reductions
+
+  def reason(self, rate: float) -> str:
+    return (f"dev {self.tracker.metric} has not improved in {self.patience} evaluations: "
+            f"learning rate {rate:.3g}")
+
+
 def write_finished(workdir: Path, ending: dict, results: dict) -> None:
   """`finished.json`: `ending` (step, model_step, reason) and the final metrics."""
   record = {**ending, **{split: r["metrics"] for split, r in results.items()}}

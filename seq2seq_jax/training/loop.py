@@ -3,14 +3,13 @@
 A solo run (`run.train_and_evaluate`) is a stack of one; a stacked sweep
 (`sweep.worker`) trains K members whose configs share a `stack.stack_key`. Each
 member (`members.Member`) keeps the files a solo run writes, its own data order
-(its seed's `TrainBatches`), rng, hyperparameters, warm start and early stopper;
-one jitted step trains them all (`stack.make_stacked_train_step`: the solo step
-itself for one member), and one schedule, every member's (they share the step
-counts), decides when to log, evaluate and save. A member whose loss turns
-NaN/inf, or that stops early, is frozen (its update masked out) while the others
-train on; a stopped member's best model is evaluated at once, as its solo run
-would. A killed stack resumes every member from their newest common checkpoint,
-exactly.
+(its seed's `TrainBatches`), rng, hyperparameters, warm start, early stopper and
+plateau; one jitted step trains them all (`stack.make_stacked_train_step`), and one
+schedule (they share the step counts) decides when to log, evaluate and save. A
+member whose loss turns NaN/inf, or that stops early, is frozen (its update masked
+out) while the others train on; a stopped member's best model is evaluated at once,
+as its solo run would. A killed stack resumes every member from their newest common
+checkpoint, exactly.
 """
 
 import logging
@@ -66,7 +65,8 @@ def train_members(configs: list, workdirs: list, on_member_end: Callable | None 
   active = [True] * len(configs) if active is None else list(active)
   workdirs = [w if on else None for w, on in zip(workdirs, active)]
   mesh = parallel.make_mesh(configs[0].mesh, len(configs))
-  parallel.check_batch_size(configs[0].train.batch_size, mesh)
+  if not configs[0].train.batch_tokens:  # token batches: a multiple of the devices anyway
+    parallel.check_batch_size(configs[0].train.batch_size, mesh)
   along_members = mesh.shape["members"]
   if len(configs) % along_members:  # frozen slots fill the last row of the mesh
     pad = along_members - len(configs) % along_members
@@ -106,8 +106,8 @@ def _train_held(configs, workdirs, on_member_end, max_members, active, config_mi
   model = models.build(configs[0].model, len(dataset.src_vocab), len(dataset.tgt_vocab))
   tc = configs[0].train
   tx = optim.optimizer_from_config(tc)
-  batches = [data.TrainBatches(*dataset.arrays["train"], tc.batch_size, c.seed,
-                               c.dataset.bucket_boundaries) for c in configs]
+  batches = [data.TrainBatches.from_config(c, dataset, parallel.rows_multiple(mesh))
+             for c in configs]
   sampling = any(stack.needs_sampling(c) for c in configs)
   # Members spread over devices are vmapped (the partitioner splits the member axis).
   vmap_width = None if along_members > 1 else parallel.default_vmap_width()
@@ -115,7 +115,8 @@ def _train_held(configs, workdirs, on_member_end, max_members, active, config_mi
   t_init = time.time()
   if max_members is None and len(configs) > 1:
     one = (stack.stack_trees([members[0].initial_state(model, tx, batches[0])]),
-           stack.stacked_batch(batches[:1], 0), stack.stack_trees([jax.random.PRNGKey(0)]),
+           stack.stacked_batch(batches[:1], 0, tc.grad_accum_steps),
+           stack.stack_trees([jax.random.PRNGKey(0)]),
            stack.stack_trees([stack.member_hyper(configs[0])]), jnp.ones(1, bool))
     max_members = parallel.members_that_fit(step_fn, one, along_members)
   if max_members is not None and len(configs) > max_members:
@@ -181,11 +182,12 @@ class _Loop:
     self.tc, self.cfg_eval = self.configs[0].train, self.configs[0].eval
     self.results = [m.finished_results() if m.state == DONE else None for m in members]
     by_member = parallel.member_sharding(mesh)
-    self.batch_sharding = parallel.batch_sharding(mesh, stacked=True)
+    self.micro_batches = self.tc.grad_accum_steps  # [K, micro-batches, rows, len] when > 1
+    self.batch_sharding = parallel.batch_sharding(mesh, True, self.micro_batches > 1)
     self.state, self.rngs, self.hypers = jax.device_put(
         (stack.stack_trees(states), stack.stack_trees([jax.random.PRNGKey(c.seed)
                                                        for c in self.configs]),
-         stack.stack_trees([stack.member_hyper(c) for c in self.configs])), by_member)
+         stack.stack_trees([m.hyper for m in members])), by_member)
     self.step_fn = jax.jit(step_fn, in_shardings=(by_member, self.batch_sharding, by_member,
                                                   by_member, by_member),
                            out_shardings=by_member, donate_argnums=(0,))
@@ -195,9 +197,8 @@ class _Loop:
     return [m for m in self.members if m.state == TRAINING]
 
   def _global_batch(self, position):
-    """The stacked batch `[K, batch, len]` as one array over the mesh; each device
-    takes its block of it."""
-    full = stack.stacked_batch(self.batches, position)
+    """The stacked batch as one array over the mesh; each device takes its block."""
+    full = stack.stacked_batch(self.batches, position, self.micro_batches)
     return {side: jax.make_array_from_callback(x.shape, self.batch_sharding,
                                                 lambda index, x=x: x[index])
             for side, x in full.items()}
@@ -223,7 +224,7 @@ class _Loop:
         if not self.training():
           break
         if stop.signum is not None:
-          self._stop(stop.signum, i)
+          interrupt(self.members, stop.signum, i)
         self.state, metrics = self.step_fn(self.state, self._global_batch(i), self.rngs,
                                            self.hypers, alive)
         alive = metrics["alive"]
@@ -258,7 +259,7 @@ class _Loop:
         if stopping:
           alive = self._alive()
       if stop.signum is not None and self.training():  # in the last step: before the finals
-        self._stop(stop.signum, done)
+        interrupt(self.members, stop.signum, done)
     self.stop = None
     for m in self.members:
       if m.state == STOPPED:
@@ -267,8 +268,7 @@ class _Loop:
     return self.results
 
   def _who(self, m: Member) -> str:
-    """How a log line names a member: not at all in a solo run."""
-    return f"{m.name}: " if len(self.members) > 1 else ""
+    return f"{m.name}: " if len(self.members) > 1 else ""  # in a log line; solo: no name
 
   def _log_interval(self, interval, done, t_interval, untimed, progress) -> None:
     stats = parallel.to_host(interval)
@@ -306,7 +306,7 @@ class _Loop:
     def between_batches():
       faults.point("evaluating", done)
       if self.stop is not None and self.stop.signum is not None:
-        self._stop(self.stop.signum, done)
+        interrupt(self.members, self.stop.signum, done)
     hook = between_batches if done is not None else None
     if len(self.members) == 1:
       return [evaluate.evaluate(self.model, stack.member_tree(params, 0), self.dataset, split,
@@ -316,18 +316,23 @@ class _Loop:
 
   def _record(self, m: Member, split: str, done: int, prefix: str, result: dict) -> dict:
     return records.record_evaluation(m.config, self.model,
-                                     stack.member_tree(self.state.params, m.slot), self.dataset,
+                                     stack.member_tree(self.state.served, m.slot), self.dataset,
                                      split, done, m.writer, m.workdir, prefix, result)
 
   def _evaluate_dev(self, done: int, progress) -> list[Member]:
     """Evaluates and records dev; returns the members whose early stopping says stop."""
-    results = self._evaluate("dev", self.state.params, done)
+    results = self._evaluate("dev", self.state.served, done)
     faults.point("evaluated", done)
     prefix = "final_dev" if done == self.tc.num_steps else f"{done:07d}"
     for m in self.training():
       m.dev = self._record(m, "dev", done, prefix, results[m.slot])
     faults.point("dev_record", done)
-    stopping = []
+    stopping, slower = [], [m for m in self.training() if m.plateau.update(done, m.dev["metrics"])]
+    for m in slower:  # train.lr_schedule=plateau: a lower rate, a number (no compiling)
+      progress.message(f"step {done}: {self._who(m)}{m.plateau.reason(m.hyper['learning_rate'])}")
+    if slower:
+      self.hypers = jax.device_put(stack.stack_trees([m.hyper for m in self.members]),
+                                   parallel.member_sharding(self.mesh))
     for m in self.training():
       metrics = m.dev["metrics"]
       if len(self.members) == 1:
@@ -344,12 +349,8 @@ class _Loop:
       progress.message(f"step {done}: dev BLEU of the members {bleus}")
     return stopping
 
-  def _stop(self, signum: int, step_number: int):
-    interrupt(self.members, signum, step_number)
-
   def _finish_stopped(self, m: Member) -> None:
-    """A member stopped early: its best model (best/ keeps the stopper's best) is
-    evaluated on dev and test alone, as its solo run evaluates it."""
+    """A member stopped early: its best model evaluated alone, as its solo run does."""
     m.ckpt.wait()
     best, meta = m.ckpt.restore("best", stack.member_tree(self.state, m.slot))
     best = jax.device_put(best, parallel.replicated(self.mesh))
@@ -358,9 +359,9 @@ class _Loop:
               f"stopped at step {m.end}, evaluating the model of step {model_step}"}
     if parallel.is_primary() and model_step != self.tc.num_steps:
       records.plots_as_final(m.workdir, model_step)
-    dev = evaluate.evaluate(self.model, best.params, self.dataset, "dev", self.cfg_eval,
+    dev = evaluate.evaluate(self.model, best.served, self.dataset, "dev", self.cfg_eval,
                             mesh=self.mesh)
-    test = records.evaluate_and_record(m.config, self.model, best.params, self.dataset, "test",
+    test = records.evaluate_and_record(m.config, self.model, best.served, self.dataset, "test",
                                        model_step, m.writer, m.workdir, "final_test", self.mesh)
     self._complete(m, {"dev": dev, "test": test}, ending)
 
@@ -374,10 +375,10 @@ class _Loop:
     for m in finishing:
       m.ckpt.wait()
     if any(m.dev is None for m in finishing):  # resumed after the last step
-      results = self._evaluate("dev", self.state.params)
+      results = self._evaluate("dev", self.state.served)
       for m in finishing:
         m.dev = m.dev or results[m.slot]
-    test = self._evaluate("test", self.state.params)
+    test = self._evaluate("test", self.state.served)
     faults.point("evaluated", last)
     for m in finishing:
       result = self._record(m, "test", last, "final_test", test[m.slot])

@@ -14,7 +14,7 @@ from pathlib import Path
 import jax
 
 from seq2seq_jax import config_schema, data, faults, files, parallel
-from seq2seq_jax.training import checkpoints, early_stopping, signals, step, warm_start
+from seq2seq_jax.training import checkpoints, early_stopping, signals, stack, step, warm_start
 from seq2seq_jax.training import workdir as workdir_files
 from seq2seq_jax.training.signals import RunInterrupted
 
@@ -57,6 +57,7 @@ class Member:
     self.workdir = None if workdir is None else Path(workdir).resolve()
     self.state = TRAINING if self.workdir is not None else FROZEN
     self.finished = self.warm = self.ckpt = self.writer = self.stopper = self.dev = None
+    self.plateau = None  # train.lr_schedule=plateau's state, with the files
     self.error, self.offer_best = "", False  # offer_best: this evaluation goes to best/
     self.end = config.train.num_steps  # the step where training ends (early: sooner)
     self.stopping = config.train.early_stopping.patience > 0
@@ -78,6 +79,12 @@ class Member:
   def training(self) -> bool:
     return self.state == TRAINING
 
+  @property
+  def hyper(self) -> dict:
+    """The traced hyperparameters of its slot (`stack.member_hyper`), the rate as
+    `train.lr_schedule=plateau` has brought it down so far."""
+    return stack.member_hyper(self.config, 1.0 if self.plateau is None else self.plateau.scale)
+
   def finished_results(self) -> dict:
     """The final metrics of a run that had finished before this process started."""
     return {split: {"metrics": self.finished[split]} for split in ("dev", "test")}
@@ -93,7 +100,8 @@ class Member:
 
   def initial_state(self, model, tx, batches: data.TrainBatches):
     """The state a solo run starts from: the seed's init on its first batch."""
-    return step.init_state(model, tx, jax.random.PRNGKey(self.config.seed), batches(0))
+    return step.init_state(model, tx, jax.random.PRNGKey(self.config.seed), batches(0),
+                           bool(self.config.train.ema_decay))
 
   def open_checkpoints(self) -> checkpoints.Checkpoints:
     tc = self.config.train
@@ -119,6 +127,7 @@ class Member:
       faults.point("restored")
     self.writer = workdir_files.MetricWriter(self.workdir, start)
     self.stopper = early_stopping.EarlyStopping(self.config.train, self.writer.kept)
+    self.plateau = early_stopping.Plateau(self.config.train, self.writer.kept)
     if self.stopper.should_stop:  # stopped, then killed before its final evaluation
       self.state, self.end = STOPPED, start
     every = self.config.eval.every_steps

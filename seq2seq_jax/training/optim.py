@@ -1,5 +1,13 @@
-"""The optimizer: global-norm gradient clipping, then Adam or SGD, with a
-learning-rate schedule (optax).
+"""The optimizer: global-norm gradient clipping, then Adam, AdamW, Adafactor or SGD,
+with a learning-rate schedule (optax).
+
+AdamW (Loshchilov & Hutter 2019, `optax.adamw`) decays the weights apart from the
+gradient: each update adds ``lr * weight_decay * param``, as PyTorch's AdamW (JoeyNMT's
+default) does; Adafactor (Shazeer & Stern 2018, `optax.adafactor` with its defaults:
+factored second moments, updates clipped at 1, the rate relative to each matrix's
+scale) adds ``weight_decay * param``, not scaled by the rate (optax's order). Only
+matrices decay (kernels, embeddings): not biases nor LayerNorm's scales and offsets
+(every parameter of one dimension).
 
 Schedules of the step `i` (updates done, from 0), `lr = train.learning_rate`:
 
@@ -13,15 +21,20 @@ Schedules of the step `i` (updates done, from 0), `lr = train.learning_rate`:
 * ``halving`` (Luong 2015): ``lr * 0.5 ** floor(max(0, i - K) / N)``, K =
   ``lr_halve_after``, N = ``lr_halve_every``: halved at K + N, K + 2N, ...
   (`optax.exponential_decay`, staircase)
+* ``plateau``: ``lr * plateau_factor ** reductions``, a reduction each time the dev
+  metric has not improved for ``plateau_patience`` evaluations
+  (`early_stopping.Plateau`; the step reads the rate as a number)
 """
 
 import math
 
+import jax
 import jax.numpy as jnp
 import optax
 
-OPTIMIZERS = ("adam", "sgd")
-LR_SCHEDULES = ("constant", "rsqrt", "cosine", "halving")
+OPTIMIZERS = ("adam", "sgd", "adamw", "adafactor")
+DECAYING = ("adamw", "adafactor")
+LR_SCHEDULES = ("constant", "rsqrt", "cosine", "halving", "plateau")
 
 
 def inverse_sqrt_schedule(peak: float, warmup_steps: int) -> optax.Schedule:
@@ -61,9 +74,19 @@ def check(train_config) -> None:
   _check_int("warmup_steps", train_config.warmup_steps, 1 if name == "rsqrt" else 0)
   _check_int("lr_halve_after", train_config.lr_halve_after, 0)
   _check_int("lr_halve_every", train_config.lr_halve_every, 1)
+  _check_int("plateau_patience", train_config.plateau_patience, 1)
+  _check_number("plateau_factor", train_config.plateau_factor, lambda v: 0 < v < 1,
+                "in (0, 1)")
   for field in ("adam_b1", "adam_b2"):
     _check_number(field, getattr(train_config, field), lambda v: 0 <= v < 1, "in [0, 1)")
   _check_number("adam_eps", train_config.adam_eps, lambda v: v > 0, "a number > 0")
+  _check_number("weight_decay", train_config.weight_decay, lambda v: v >= 0, "a number >= 0")
+  _check_number("ema_decay", train_config.ema_decay, lambda v: 0 <= v < 1,
+                "in [0, 1) (0: off)")
+  if train_config.weight_decay and train_config.optimizer not in DECAYING:
+    raise ValueError(f"train.weight_decay={train_config.weight_decay} needs "
+                     f"train.optimizer={' or '.join(DECAYING)} (decoupled weight decay; "
+                     f"{train_config.optimizer} has none)")
 
 
 def learning_rate_schedule(train_config, peak=None, warmup=None) -> optax.Schedule:
@@ -87,13 +110,20 @@ def learning_rate_schedule(train_config, peak=None, warmup=None) -> optax.Schedu
                                    decay_rate=0.5,
                                    transition_begin=train_config.lr_halve_after,
                                    staircase=True)
-  return optax.constant_schedule(lr)
+  return optax.constant_schedule(lr)  # constant; plateau: brought down between steps
+
+
+def decay_mask(params):
+  """Which parameters weight decay shrinks: the matrices, not biases or norms' scales."""
+  return jax.tree.map(lambda p: p.ndim > 1, params)
 
 
 def make_optimizer(learning_rate=1e-3, clip_norm: float = 5.0, optimizer: str = "adam",
                    b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
-                   clip: bool | None = None) -> optax.GradientTransformation:
-  """Global-norm gradient clipping (off when `clip_norm` is 0), then Adam or SGD.
+                   clip: bool | None = None, weight_decay: float = 0.0
+                   ) -> optax.GradientTransformation:
+  """Global-norm gradient clipping (off when `clip_norm` is 0), then Adam, AdamW,
+  Adafactor or SGD (`weight_decay`: AdamW's and Adafactor's, see the module docstring).
 
   `learning_rate` is a number or an optax schedule of the step. A traced
   `clip_norm` needs `clip` to say whether clipping is on (it changes the
@@ -102,6 +132,12 @@ def make_optimizer(learning_rate=1e-3, clip_norm: float = 5.0, optimizer: str = 
   _check_optimizer(optimizer)
   if optimizer == "adam":
     chain = [optax.adam(learning_rate, b1=b1, b2=b2, eps=eps)]
+  elif optimizer == "adamw":
+    chain = [optax.adamw(learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay,
+                         mask=decay_mask)]
+  elif optimizer == "adafactor":
+    chain = [optax.adafactor(learning_rate, weight_decay_rate=weight_decay or None,
+                             weight_decay_mask=decay_mask)]
   else:
     chain = [optax.sgd(learning_rate)]
   if bool(clip_norm) if clip is None else clip:
@@ -120,11 +156,12 @@ def optimizer_from_config(train_config, peak=None, warmup=None, clip_norm=None
   clipping is on at all stays the config's choice, as it changes the state's layout.
   """
   check(train_config)
-  constant = train_config.lr_schedule == "constant"
+  constant = train_config.lr_schedule in ("constant", "plateau")
   peak_value = train_config.learning_rate if peak is None else peak
   return make_optimizer(peak_value if constant
                         else learning_rate_schedule(train_config, peak, warmup),
                         train_config.clip_norm if clip_norm is None else clip_norm,
                         train_config.optimizer, train_config.adam_b1,
                         train_config.adam_b2, train_config.adam_eps,
-                        clip=bool(train_config.clip_norm))
+                        clip=bool(train_config.clip_norm),
+                        weight_decay=train_config.weight_decay)

@@ -74,19 +74,25 @@ def _first_difference(a: dict, b: dict, prefix: str = "") -> str:
   return ""
 
 
-def stacked_batch(batches: list, position: int) -> dict:
-  """Every member's batch at `position`, padded to the widest and stacked: `[K, batch, len]`.
+def stacked_batch(batches: list, position: int, micro_batches: int = 1) -> dict:
+  """Every member's batch at `position`, padded to the widest and stacked: `[K, batch, len]`,
+  or with `micro_batches` M `[K, M, batch / M, len]` (micro-batch m: rows m * batch / M on).
 
   With length buckets members can be in different buckets at one step; the extra
   columns are padding, which the models mask (dropout masks over the source then
-  differ from a solo run's, as they are drawn for the padded shape).
+  differ from a solo run's, as they are drawn for the padded shape). Token batches
+  of different buckets have different rows: the extra rows (at the end of each
+  micro-batch) are all padding, which carries no loss.
   """
-  parts = [b(position) for b in batches]
   out = {}
+  parts = [b(position) for b in batches]
   for side in ("src", "tgt"):
-    width = max(p[side].shape[1] for p in parts)
-    out[side] = np.stack([np.pad(p[side], ((0, 0), (0, width - p[side].shape[1])),
-                                 constant_values=PAD_ID) for p in parts])
+    micro = [p[side].reshape(micro_batches, -1, p[side].shape[-1]) for p in parts]
+    rows, width = max(m.shape[1] for m in micro), max(m.shape[2] for m in micro)
+    out[side] = np.stack([np.pad(m, ((0, 0), (0, rows - m.shape[1]), (0, width - m.shape[2])),
+                                 constant_values=PAD_ID) for m in micro])
+    if micro_batches == 1:
+      out[side] = out[side][:, 0]
   return out
 
 
@@ -95,10 +101,11 @@ def needs_sampling(config) -> bool:
   return schedules.teacher_forcing_from_config(config.train.teacher_forcing) is not None
 
 
-def member_hyper(config) -> dict:
-  """The traced hyperparameters of one member, as numpy scalars."""
+def member_hyper(config, lr_scale: float = 1.0) -> dict:
+  """The traced hyperparameters of one member, as numpy scalars; the rate times
+  `lr_scale` (`train.lr_schedule=plateau`'s reductions)."""
   tc = config.train
-  return {"learning_rate": np.float32(tc.learning_rate),
+  return {"learning_rate": np.float32(tc.learning_rate * lr_scale),
           "warmup_steps": np.float32(tc.warmup_steps),
           "clip_norm": np.float32(tc.clip_norm),
           "label_smoothing": np.float32(tc.label_smoothing),
@@ -148,12 +155,13 @@ def make_stacked_train_step(model, train_config, sampling: bool,
     metrics["alive"] = ok
     return new_state, metrics
 
-  if members == 1:
+  if members == 1 and train_config.lr_schedule != "plateau":  # plateau: a traced rate
     tc = train_config
     solo_step = step.make_train_step(
         model, optim.optimizer_from_config(tc),
         schedules.teacher_forcing_from_config(tc.teacher_forcing), tc.label_smoothing,
-        normalization, learning_rate=optim.learning_rate_schedule(tc))
+        normalization, learning_rate=optim.learning_rate_schedule(tc),
+        accumulate=tc.grad_accum_steps > 1, ema_decay=tc.ema_decay)
 
     def stack_of_one(states, batches, rngs, hypers, alive):
       one = jax.tree.map(lambda x: x[0], (states, batches, rngs, alive))
@@ -170,7 +178,8 @@ def make_stacked_train_step(model, train_config, sampling: bool,
     train_step = step.make_train_step(
         model, tx, teacher_forcing, hyper["label_smoothing"], normalization,
         learning_rate=optim.learning_rate_schedule(train_config, hyper["learning_rate"],
-                                                   hyper["warmup_steps"]))
+                                                   hyper["warmup_steps"]),
+        accumulate=train_config.grad_accum_steps > 1, ema_decay=train_config.ema_decay)
     return masked(train_step, state, batch, rng, alive)
 
   def stacked_step(states, batches, rngs, hypers, alive):
