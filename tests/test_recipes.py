@@ -73,9 +73,8 @@ def _train(configs, batches, accum):
           if "'key']['bias']" not in jax.tree_util.keystr(path)], losses
 
 
-@pytest.mark.parametrize("family,normalization,members", [
-    ("rnn", "sentences", 1), ("rnn", "tokens", 2), ("transformer", "tokens", 1),
-    ("transformer", "sentences", 2)])
+@pytest.mark.parametrize("family,normalization,members", [  # each of the 3 choices both ways
+    ("rnn", "sentences", 2), ("transformer", "tokens", 1)])
 def test_k_micro_batches_make_the_update_of_one_batch_k_times_as_big(family, normalization,
                                                                       members):
   """Params after 3 updates within 1e-6 relative (the norm of the difference over the
