@@ -10,6 +10,7 @@ import errno
 import logging
 import os
 from pathlib import Path
+import select
 import signal
 import sys
 import threading
@@ -106,12 +107,13 @@ STOP_GRACE_ENV, STOP_GRACE_S = "SEQ2SEQ_JAX_STOP_GRACE_S", 120.0
 
 def watch_stop_signals() -> None:
   """Ends the process STOP_GRACE_S seconds after a SIGINT or SIGTERM that it has not
-  acted on (env SEQ2SEQ_JAX_STOP_GRACE_S, 0 for never), with the line and exit code of
-  a stop. Python runs its signal handlers in the main thread between bytecodes, so a
-  main thread inside a device call that does not return (one decoding batch of a very
-  long sentence, a hung collective) never sees the signal: this thread learns of it
-  from the wakeup file descriptor, which the C-level handler writes at once. Ending
-  there loses nothing that a kill -9 would not (files are written whole)."""
+  acted on (env SEQ2SEQ_JAX_STOP_GRACE_S, 0 for never), 2 s after a second one, with
+  the line and exit code of a stop. Python runs its signal handlers in the main thread
+  between bytecodes, so a main thread inside a device call that does not return (one
+  decoding batch of a very long sentence, a hung collective) never sees the signal:
+  this thread learns of it from the wakeup file descriptor, which the C-level handler
+  writes at once. Ending there loses nothing that a kill -9 would not (files are
+  written whole)."""
   grace = float(os.environ.get(STOP_GRACE_ENV, STOP_GRACE_S))
   if grace <= 0 or threading.current_thread() is not threading.main_thread():
     return
@@ -120,15 +122,22 @@ def watch_stop_signals() -> None:
   signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
 
   def watch():
-    while not (stops := [s for s in os.read(read_fd, 64) if s in (signal.SIGINT,
-                                                                 signal.SIGTERM)]):
-      pass
-    time.sleep(grace)
-    name = signal.Signals(stops[0]).name
-    print(f"error: stopped by {name}: the run had not stopped {grace:g} s after the signal "
-          "(its main thread was inside a device call that did not return), so the process "
-          "ended there; files are written whole: the same command resumes from the last "
-          f"checkpoint ({STOP_GRACE_ENV} sets the wait)", file=sys.stderr, flush=True)
+    stops, deadline = [], None
+    while deadline is None or time.monotonic() < deadline:
+      wait = None if deadline is None else deadline - time.monotonic()
+      if not select.select([read_fd], [], [], wait)[0]:
+        continue
+      new = [s for s in os.read(read_fd, 64) if s in (signal.SIGINT, signal.SIGTERM)]
+      if new and not stops:
+        started, deadline = time.monotonic(), time.monotonic() + grace
+      stops += new
+      if new and len(stops) > 1:  # "a second one stops at once"
+        deadline = min(deadline, time.monotonic() + 2.0)
+    print(f"error: stopped by {signal.Signals(stops[0]).name}: the run had not stopped "
+          f"{time.monotonic() - started:.0f} s after the signal (its main thread was inside a "
+          "device call that did not return), so the process ended there; files are written "
+          "whole: the same command resumes from the last checkpoint "
+          f"({STOP_GRACE_ENV} sets the wait)", file=sys.stderr, flush=True)
     os._exit(128 + stops[0])
 
   threading.Thread(target=watch, name="stop-watchdog", daemon=True).start()
