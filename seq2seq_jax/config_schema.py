@@ -57,7 +57,10 @@ class Dataset:
   subword_nbest: int = _field(64, "subword_alpha: the best segmentations drawn from", absent=64)
   dev_path: str = _field("", "a TSV corpus's own dev set (a TSV file, .gz/.xz/.bz2 allowed): "
                          "used as given, dev_size unused; training pairs whose source is in "
-                         "it are dropped (counted); empty = dev_size pairs held out by hash",
+                         "it are dropped (counted); several, comma-separated: the first drives "
+                         "best/ and early stopping, each other one is evaluated beside it as "
+                         "the split dev-NAME (its file name up to the first dot); empty = "
+                         "dev_size pairs held out by hash",
                          absent="")
   test_path: str = _field("", "the same for the test set", absent="")
   seed: int = _field(0, "generated tasks: which sequences")

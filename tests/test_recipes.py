@@ -143,13 +143,14 @@ def test_token_batches_smaller_than_one_row_are_one_error_line():
 
 
 def _corpus_with_dev_and_test(directory: Path) -> tuple[Path, list, list]:
-  """A TSV corpus, its own dev file (two sources of the corpus among its pairs) and
-  a compressed test file."""
+  """A TSV corpus, its own dev file (two sources of the corpus among its pairs), a
+  second dev file (`news.2014.tsv`, 7 of the test pairs) and a compressed test file."""
   corpus = debian_like_corpus(directory / "train.tsv", 600)
   pairs = tsv.read_pairs(corpus)[0]
   dev = [(f"dev source {i} .", f"dev target {i} .") for i in range(30)] + [pairs[5], pairs[9]]
   test = [(f"test source {i} .", f"test target {i} .") for i in range(20)]
   (directory / "dev.tsv").write_text("".join(f"{s}\t{t}\n" for s, t in dev))
+  (directory / "news.2014.tsv").write_text("".join(f"{s}\t{t}\n" for s, t in test[:7]))
   with gzip.open(directory / "test.tsv.gz", "wt") as f:
     f.write("".join(f"{s}\t{t}\n" for s, t in test))
   return corpus, dev, test
@@ -164,6 +165,12 @@ def test_a_tsv_corpus_is_evaluated_on_its_own_dev_and_test_files(tmp_path, monke
                               test_path=str(tmp_path / "test.tsv.gz"))
   ds = data.load(cfg)
   assert ds.texts["dev"] == dev and ds.texts["test"] == test  # as given, in their order
+  assert ds.extra_dev == []
+  two = data.load(config_schema.Dataset(
+      name=f"tsv:{corpus}", dev_path=f"{tmp_path / 'dev.tsv'}, {tmp_path / 'news.2014.tsv'}",
+      test_path=str(tmp_path / "test.tsv.gz")))
+  assert two.extra_dev == ["dev-news"] and two.texts["dev-news"] == test[:7]
+  assert two.texts["dev"] == dev and sorted(two.texts["train"]) == sorted(ds.texts["train"])
   held_out = {s for s, _ in dev + test}
   train = [p for p in pairs if p[0] not in held_out]
   assert sorted(ds.texts["train"]) == sorted(train)
@@ -230,7 +237,8 @@ def test_dev_and_test_files_are_refused_for_a_generated_task_and_named_when_miss
 
 def test_a_recipe_killed_and_resumed_ends_as_the_uninterrupted_run(tmp_path):
   """Every new field at once (token batches, accumulation, AdamW, the plateau schedule,
-  the weights' moving average, subword sampling, a corpus's own dev and test files),
+  the weights' moving average, subword sampling, a corpus's own dev and test files and a
+  second dev set),
   SIGKILLed in the middle of a save (after two reductions of the rate); the
   predictions have the dev and test files' lines, and translate serves the average,
   which the run evaluated (the final test: step 60's)."""
@@ -244,7 +252,8 @@ def test_a_recipe_killed_and_resumed_ends_as_the_uninterrupted_run(tmp_path):
             "--config.train.early_stopping.min_delta=1000",
             "--config.dataset.tokenizer=sentencepiece", "--config.dataset.vocab_size=60",
             "--config.dataset.subword_alpha=0.1",
-            f"--config.dataset.name=tsv:{corpus}", f"--config.dataset.dev_path={tmp_path}/dev.tsv",
+            f"--config.dataset.name=tsv:{corpus}",
+            f"--config.dataset.dev_path={tmp_path}/dev.tsv,{tmp_path}/news.2014.tsv",
             f"--config.dataset.test_path={tmp_path}/test.tsv.gz"]
 
   def main(workdir, *env):
@@ -267,9 +276,13 @@ def test_a_recipe_killed_and_resumed_ends_as_the_uninterrupted_run(tmp_path):
   peak = 3e-3  # configs/default.py; the rate goes down after each evaluation from step 20 on
   np.testing.assert_allclose(rates, [peak, peak, peak / 2, peak / 4, peak / 8, peak / 16],
                              rtol=1e-6)
-  for split, pairs in (("dev", dev), ("test", test)):
+  for split, pairs in (("dev", dev), ("test", test), ("dev-news", test[:7])):
     assert len((tmp_path / "whole" / f"predictions_{split}.txt").read_text().splitlines()) == \
         len(pairs)
+  splits = [json.loads(ln)["split"] for ln in (tmp_path / "whole" / "metrics.jsonl")
+            .read_text().splitlines()]
+  assert splits.count("dev-news") == splits.count("dev") == 6  # at every dev evaluation
+  assert "| dev-news |" in (tmp_path / "whole" / "report.md").read_text()
   (tmp_path / "test_sources.txt").write_text("".join(f"{s}\n" for s, _ in test))
   served = subprocess.run([sys.executable, "-m", "seq2seq_jax.translate",
                            f"--workdir={tmp_path / 'whole'}", "--checkpoint=60", "--beam_size=1",

@@ -28,6 +28,7 @@ class Dataset:
   """Text pairs of each split, their vocabularies and token arrays."""
   name: str
   texts: dict  # split -> pairs (source, target): train read from disk when asked for
+  # (the splits: SPLITS, then `extra_dev`'s)
   src_vocab: Vocab
   tgt_vocab: Vocab
   # split -> (src, tgt): train `RaggedTokens` (memory-mapped, read as [N, width]
@@ -35,13 +36,19 @@ class Dataset:
   arrays: dict
   prepared: preparing.Prepared | None = None
 
+  @property
+  def extra_dev(self) -> list[str]:
+    """The corpus's other dev sets (`dataset.dev_path`'s files after the first),
+    evaluated beside `dev`."""
+    return [s for s in self.texts if s not in SPLITS]
+
 
 def load(cfg, src_vocab: Vocab | None = None, tgt_vocab: Vocab | None = None) -> Dataset:
   """Loads `cfg.name` (a `config.dataset` section) from its prepared data, made
   first where missing; vocabularies are built on train unless given."""
   prepared = preparing.prepare(cfg, src_vocab, tgt_vocab)
   texts, arrays = {}, {}
-  for split in SPLITS:
+  for split in preparing.splits_of(prepared.texts):  # SPLITS, then extra dev sets
     rows = preparing.read_rows(prepared, split)
     src = preparing.read_tokens(prepared, split, "src")
     tgt = preparing.read_tokens(prepared, split, "tgt")

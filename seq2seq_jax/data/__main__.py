@@ -73,7 +73,7 @@ def _main(argv=None) -> None:
   print(f"  vocabularies: {len(prepared.src_vocab)} source ({prepared.src_vocab.kind}), "
         f"{len(prepared.tgt_vocab)} target ({prepared.tgt_vocab.kind}) tokens")
   origin = _origins(cfg.name) if args.command == "stats" else {}
-  for split in data.SPLITS:
+  for split in preparing.splits_of(prepared.texts):
     print(_split_line(prepared, split, cfg, origin))
   if args.command == "stats":
     for src, tgt in preparing.Texts(prepared.texts, preparing.read_rows(prepared, "train"))[:3]:

@@ -215,8 +215,8 @@ def _write_tokens(texts: Path, src_vocab, tgt_vocab, tmp: Path, workers, shard_p
   for side, vocab in (("src", src_vocab), ("tgt", tgt_vocab)):
     if not (shards / f"vocab_{side}.json").exists():
       vocab.save(shards / f"vocab_{side}.json")
-  jobs = []
-  for split in SPLITS:
+  jobs, splits = [], splits_of(texts)
+  for split in splits:
     n = len(np.load(texts / f"{split}.rows.npy", mmap_mode="r"))
     jobs += [(str(texts), str(shards), split, i, start, min(start + shard_pairs, n))
              for i, start in enumerate(range(0, n, shard_pairs))]
@@ -233,7 +233,7 @@ def _write_tokens(texts: Path, src_vocab, tgt_vocab, tmp: Path, workers, shard_p
     for job in missing:
       encode_shard(job)
   stats = {split: _concatenate(shards, tmp, split, [j for j in jobs if j[2] == split])
-           for split in SPLITS}
+           for split in splits}
   files.write_atomically(tmp / "meta.json", json.dumps({"format": FORMAT, "stats": stats},
                                                        indent=2))
   shutil.rmtree(shards)
@@ -327,6 +327,12 @@ def _concatenate(shards: Path, tmp: Path, split: str, jobs: list) -> dict:
 def read_tokens(prepared: Prepared, split: str, side: str) -> ragged.RaggedTokens:
   vocab = prepared.src_vocab if side == "src" else prepared.tgt_vocab
   return ragged.load(prepared.tokens, f"{split}.{side}", ragged.token_dtype(len(vocab)))
+
+
+def splits_of(texts: Path) -> list[str]:
+  """The splits of a `texts/` stage: train, dev, test, then a corpus's extra dev sets."""
+  pairs = files.read_json(texts / "meta.json", keys=("pairs",))["pairs"]
+  return list(SPLITS) + sorted(s for s in pairs if s not in SPLITS)
 
 
 def read_rows(prepared: Prepared, split: str) -> np.ndarray:

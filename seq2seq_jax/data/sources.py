@@ -4,6 +4,7 @@
 import hashlib
 from importlib import metadata
 from pathlib import Path
+import re
 
 from seq2seq_jax.data import debian, synthetic, tfds_source, tsv
 
@@ -71,14 +72,25 @@ def identity(cfg) -> tuple[dict, str, str]:
 
 def split_files(cfg) -> dict:
   """`{split: Path}` of the dev and test files a config gives (`dataset.dev_path`,
-  `test_path`), checked: only a TSV corpus takes them (`config_checks` asks first)."""
-  given = {split: getattr(cfg, f"{split}_path") for split in ("dev", "test")}
-  given = {split: path for split, path in given.items() if path}
-  if given and not cfg.name.startswith(("tsv:", "debian:")):
-    raise ValueError(f"dataset.{next(iter(given))}_path needs a TSV corpus (dataset.name="
-                     f"tsv:PATH or debian:PAIR), not {cfg.name!r}, whose splits are given")
-  return {split: tsv.check_corpus(Path(path).expanduser(), f"dataset.{split}_path=")
-          for split, path in given.items()}
+  `test_path`), checked: only a TSV corpus takes them (`config_checks` asks first).
+  `dev_path` may list several files, comma-separated: the first is `dev` (best/ and
+  early stopping), each other one the split `dev-NAME`, NAME its file name up to the
+  first dot (`dev-newstest2014`), evaluated beside it."""
+  paths = {"dev": [p.strip() for p in cfg.dev_path.split(",") if p.strip()],
+           "test": [cfg.test_path] if cfg.test_path else []}
+  if (paths["dev"] or paths["test"]) and not cfg.name.startswith(("tsv:", "debian:")):
+    raise ValueError(f"dataset.{'dev' if paths['dev'] else 'test'}_path needs a TSV corpus "
+                     f"(dataset.name=tsv:PATH or debian:PAIR), not {cfg.name!r}, whose splits "
+                     "are given")
+  given = {}
+  for side, listed in paths.items():
+    for i, path in enumerate(listed):
+      split = side if i == 0 else "dev-" + re.sub(r"[^\w-]", "_", Path(path).name.split(".")[0])
+      if split in given:
+        raise ValueError(f"dataset.dev_path: two dev files named {split[4:]!r} ({path}): "
+                         "give each extra dev set a file name of its own")
+      given[split] = tsv.check_corpus(Path(path).expanduser(), f"dataset.{side}_path=")
+  return given
 
 
 def load_split_texts(cfg) -> dict:

@@ -92,13 +92,14 @@ def write(cfg, identity: dict, tmp: Path) -> None:
                           0 if "test" in given else cfg.test_size)
     rows.update(given)
     if given:
-      rows["train"] = _without_sources(rows["train"], digests, given_sources, sorted(given))
-  for split in SPLITS:
+      rows["train"] = _without_sources(rows["train"], digests, given_sources,
+                                       sorted({s.split("-")[0] for s in given}))
+  for split in rows:  # SPLITS, then a corpus's extra dev sets
     if not len(rows[split]):
       raise ValueError(f"dataset {cfg.name!r} has no {split} pairs")
     np.save(tmp / f"{split}.rows.npy", rows[split])
   files.write_atomically(tmp / "meta.json", json.dumps(
-      {"identity": identity, "format": FORMAT, "pairs": {s: len(rows[s]) for s in SPLITS}},
+      {"identity": identity, "format": FORMAT, "pairs": {s: len(rows[s]) for s in rows}},
       indent=2))
   log.info("%s: %d pairs (train %d, dev %d, test %d) written in %.1f s", cfg.name,
            len(offsets) - 1, *(len(rows[s]) for s in SPLITS), time.time() - t0)

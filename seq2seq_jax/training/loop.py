@@ -32,7 +32,7 @@ from seq2seq_jax.training.members import (
   held_workdirs,
   interrupt,
   load_shared_data,
-  restore_members,
+  resume_members,
 )
 from seq2seq_jax.training.signals import StopSignals
 
@@ -126,29 +126,13 @@ def _train_held(configs, workdirs, on_member_end, max_members, active, config_mi
   log.info("initialised the model (%s parameters) in %.1f s; compiling the training step ...",
            f"{sum(x.size for x in jax.tree.leaves(states[0].params)):,}", time.time() - t_init)
   try:  # a refused warm start, a stop signal: no checkpoint manager or writer left open
-    start = _resume(live, states, tx, devices, log_config=len(configs) == 1)
+    start = resume_members(live, states, tx, devices, log_config=len(configs) == 1)
     loop = _Loop(model, dataset, members, batches, states, start, mesh, step_fn, on_member_end)
   except BaseException:
     for m in live:
       m.close()
     raise
   return loop.train()
-
-
-def _resume(live: list[Member], states: list, tx, devices: dict, log_config: bool) -> int:
-  """Opens the members' checkpoints and files; their states (in `states`) at the
-  newest common checkpoint, or a warm start's at step 0. Returns that step."""
-  for m in live:  # a warm member has no checkpoints: its start is step 0 (the template)
-    if m.warm is not None:  # before any checkpoint manager opens, so a refusal leaves none
-      states[m.slot] = m.warm.into(states[m.slot], tx)
-  for m in live:
-    m.open_checkpoints()
-  start, restored = restore_members(live, [states[m.slot] for m in live])
-  for m, state in zip(live, restored):
-    states[m.slot] = state
-  for m in live:
-    m.open_files(start, states[m.slot], devices, log_config)
-  return start
 
 
 def _train_in_parts(configs, workdirs, on_member_end, max_members, active, config_mismatch,
@@ -326,6 +310,10 @@ class _Loop:
     prefix = "final_dev" if done == self.tc.num_steps else f"{done:07d}"
     for m in self.training():
       m.dev = self._record(m, "dev", done, prefix, results[m.slot])
+    for split in self.dataset.extra_dev:  # a corpus's other dev sets, beside it (no plots)
+      extra = self._evaluate(split, self.state.served, done)
+      for m in self.training():
+        m.extra[split] = self._record(m, split, done, None, extra[m.slot])
     faults.point("dev_record", done)
     stopping, slower = [], [m for m in self.training() if m.plateau.update(done, m.dev["metrics"])]
     for m in slower:  # train.lr_schedule=plateau: a lower rate, a number (no compiling)
@@ -363,7 +351,10 @@ class _Loop:
                             mesh=self.mesh)
     test = records.evaluate_and_record(m.config, self.model, best.served, self.dataset, "test",
                                        model_step, m.writer, m.workdir, "final_test", self.mesh)
-    self._complete(m, {"dev": dev, "test": test}, ending)
+    extra = {split: evaluate.evaluate(self.model, best.served, self.dataset, split,
+                                      self.cfg_eval, mesh=self.mesh)
+             for split in self.dataset.extra_dev}
+    self._complete(m, {"dev": dev, "test": test, **extra}, ending)
 
   def _finish_at_the_last_step(self) -> None:
     """The members that trained to `num_steps`: their dev results (recorded at the
@@ -378,11 +369,16 @@ class _Loop:
       results = self._evaluate("dev", self.state.served)
       for m in finishing:
         m.dev = m.dev or results[m.slot]
+    for split in self.dataset.extra_dev:
+      if any(split not in m.extra for m in finishing):  # (as dev)
+        results = self._evaluate(split, self.state.served)
+        for m in finishing:
+          m.extra.setdefault(split, results[m.slot])
     test = self._evaluate("test", self.state.served)
     faults.point("evaluated", last)
     for m in finishing:
       result = self._record(m, "test", last, "final_test", test[m.slot])
-      self._complete(m, {"dev": m.dev, "test": result},
+      self._complete(m, {"dev": m.dev, "test": result, **m.extra},
                      {"step": last, "model_step": last, "reason": "num_steps"})
 
   def _complete(self, m: Member, results: dict, ending: dict) -> None:

@@ -58,6 +58,7 @@ class Member:
     self.state = TRAINING if self.workdir is not None else FROZEN
     self.finished = self.warm = self.ckpt = self.writer = self.stopper = self.dev = None
     self.plateau = None  # train.lr_schedule=plateau's state, with the files
+    self.extra = {}  # the last evaluation of each other dev set (dataset.dev_path's)
     self.error, self.offer_best = "", False  # offer_best: this evaluation goes to best/
     self.end = config.train.num_steps  # the step where training ends (early: sooner)
     self.stopping = config.train.early_stopping.patience > 0
@@ -165,6 +166,22 @@ def restore_members(members: list[Member], templates: list) -> tuple[int, list]:
       return newest, [state for state, _ in restored]
     common = {s for s in common if s <= reached}  # some member's newer ones were unreadable
   return 0, templates
+
+
+def resume_members(live: list[Member], states: list, tx, devices: dict, log_config: bool) -> int:
+  """Opens the members' checkpoints and files; their states (in `states`) at the
+  newest common checkpoint, or a warm start's at step 0. Returns that step."""
+  for m in live:  # a warm member has no checkpoints: its start is step 0 (the template)
+    if m.warm is not None:  # before any checkpoint manager opens, so a refusal leaves none
+      states[m.slot] = m.warm.into(states[m.slot], tx)
+  for m in live:
+    m.open_checkpoints()
+  start, restored = restore_members(live, [states[m.slot] for m in live])
+  for m, state in zip(live, restored):
+    states[m.slot] = state
+  for m in live:
+    m.open_files(start, states[m.slot], devices, log_config)
+  return start
 
 
 def load_shared_data(members: list[Member]) -> data.Dataset:

@@ -26,13 +26,14 @@ def evaluate_and_record(config, model, params, dataset, split, step_number, writ
 
 def record_evaluation(config, model, params, dataset, split, step_number, writer, workdir,
                       plots_prefix, result):
-  """Writes an evaluation `result` of `params` to metrics.jsonl, with its attention plots."""
+  """Writes an evaluation `result` of `params` to metrics.jsonl, with its attention plots
+  (none when `plots_prefix` is None)."""
   record = {"step": step_number, "split": split, **result["metrics"],
             "bleu_by_length": result["bleu_by_length"],
             "exact_match_by_length": result["exact_match_by_length"]}
   writer.write(record)
   if (result["attention"] is not None and config.eval.num_attention_plots
-      and parallel.is_primary()):
+      and parallel.is_primary() and plots_prefix is not None):
     (workdir / "attention").mkdir(exist_ok=True)
     src_ids = dataset.arrays[split][0]
     for i in range(min(config.eval.num_attention_plots, len(src_ids))):
