@@ -58,7 +58,7 @@ def average(workdir: Path, last: int | None = None) -> tuple[list[int], dict]:
     steps = steps[-last:]
     states = [ckpt.restore(str(s), template)[0] for s in steps]
     average = average_params([s.served for s in states])  # a run's moving averages, if kept
-    state = states[-1].replace(params=average, ema=None if states[-1].ema is None else average)
+    state = states[-1].with_served(average)
     ckpt.save_average(steps[-1], state, {"step": steps[-1], "data_position": steps[-1],
                                          "averaged_steps": steps})
   finally:

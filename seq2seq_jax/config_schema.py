@@ -147,7 +147,8 @@ class TeacherForcing:
 class EarlyStopping:
   patience: int = _field(0, "dev evaluations in a row without an improvement before "
                          "stopping; 0 = train num_steps")
-  metric: str = _field("bleu", "bleu | chrf | exact_match (higher is better) | loss (lower)")
+  metric: str = _field("bleu", "bleu | chrf | exact_match (higher is better) | loss | ter "
+                       "(lower)")
   min_delta: float = _field(0.0, "the least change that counts as an improvement")
 
 
@@ -216,6 +217,13 @@ class Eval:
   batch_size: int = _field(500, "sentences decoded at once")
   num_attention_plots: int = _field(3, "fixed dev sentences plotted at every evaluation")
   max_examples: int = _field(0, "evaluate on the first N dev pairs; 0 = all")
+  min_len: int = _field(0, "no <eos> before this many output tokens", absent=0)
+  no_repeat_ngram: int = _field(0, "no n-gram of this many tokens twice in an output; 0 = off",
+                                absent=0)
+  repetition_penalty: float = _field(1.0, "log-probs of tokens already output times this "
+                                     "(>= 1; 1 = off)", absent=1.0)
+  top_p: float = _field(1.0, "sampling (translate --temperature): nucleus p; 1 = off",
+                        absent=1.0)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -33,8 +33,10 @@ from seq2seq_jax.decode_options import (  # noqa: F401
   LENGTH_PENALTIES,
   DecodeOptions,
   Hypotheses,
+  constrain,
   length_penalty,
   max_length,
+  nucleus,
 )
 from seq2seq_jax.tokens import EOS_ID, PAD_ID, SOS_ID
 
@@ -116,9 +118,11 @@ class SinglePathState(NamedTuple):
 
 
 @functools.partial(jax.jit, static_argnames=("model", "max_len", "top_k_size", "sample",
-                                             "with_attention", "penalty_type"))
+                                             "with_attention", "penalty_type", "top_p",
+                                             "constraints"))
 def _single_path(model, params, src, rng, temperature, max_len_a, max_len_b, alpha, *,
-                 max_len, top_k_size, sample, with_attention, penalty_type):
+                 max_len, top_k_size, sample, with_attention, penalty_type, top_p=1.0,
+                 constraints=()):
   batch, src_len = src.shape
   limits = _limits(src, max_len_a, max_len_b, max_len)
   mem, decoder_state = _start(model, params, src, max_len)
@@ -131,10 +135,13 @@ def _single_path(model, params, src, rng, temperature, max_len_a, max_len_b, alp
     if top_k_size:
       kth = jax.lax.top_k(scaled, top_k_size)[0][:, -1:]
       scaled = jnp.where(scaled < kth, -jnp.inf, scaled)
+    if top_p < 1.0:
+      scaled = nucleus(scaled, top_p)
     return jax.random.categorical(key, scaled, axis=-1)
 
   def body(s: SinglePathState) -> SinglePathState:
     decoder, lp, weights = _step(model, params, mem, s.decoder, s.prev)
+    lp = constrain(lp, s.tokens, s.t, EOS_ID, PAD_ID, constraints)
     tok = choose(lp, jax.random.fold_in(rng, s.t)).astype(jnp.int32)
     active = ~s.finished
     attention = s.attention
@@ -178,7 +185,8 @@ def greedy(model, params, src, options: DecodeOptions = _GREEDY) -> Hypotheses:
                       1.0, options.max_len_a, options.max_len_b, options.length_penalty,
                       max_len=max_length(src.shape[1], options.max_len_a, options.max_len_b),
                       top_k_size=0, sample=False, with_attention=options.with_attention,
-                      penalty_type=options.length_penalty_type)
+                      penalty_type=options.length_penalty_type,
+                      constraints=options.constraints)
 
 
 def sample(model, params, src, rng, options: DecodeOptions) -> Hypotheses:
@@ -198,7 +206,8 @@ def sample(model, params, src, rng, options: DecodeOptions) -> Hypotheses:
                      max_len=max_length(src.shape[1], options.max_len_a, options.max_len_b),
                      top_k_size=options.top_k, sample=True,
                      with_attention=options.with_attention,
-                     penalty_type=options.length_penalty_type)
+                     penalty_type=options.length_penalty_type, top_p=options.top_p,
+                     constraints=options.constraints)
   return jax.tree.map(lambda x: x.reshape(batch, n, *x.shape[2:]), out)
 
 
@@ -227,9 +236,9 @@ def _gather_beams(x, beams):
 
 
 @functools.partial(jax.jit, static_argnames=("model", "beam_size", "max_len",
-                                             "with_attention", "penalty_type"))
+                                             "with_attention", "penalty_type", "constraints"))
 def _beam_search(model, params, src, max_len_a, max_len_b, alpha, *, beam_size, max_len,
-                 with_attention, penalty_type):
+                 with_attention, penalty_type, constraints=()):
   batch, src_len = src.shape
   k = beam_size
   limits = _limits(src, max_len_a, max_len_b, max_len)
@@ -243,6 +252,7 @@ def _beam_search(model, params, src, max_len_a, max_len_b, alpha, *, beam_size, 
   def body(s: BeamState) -> BeamState:
     t = s.t
     decoder, lp, weights = _step(model, params, mem, s.decoder, s.prev)
+    lp = constrain(lp, s.alive_tokens.reshape(batch * k, -1), t, EOS_ID, PAD_ID, constraints)
     vocab = lp.shape[-1]
     cand = s.alive_log_prob[:, :, None] + lp.reshape(batch, k, vocab)
     # The K best continuations of the K hypotheses (OpenNMT's beam: with K=1,
@@ -309,7 +319,8 @@ def beam_search(model, params, src, options: DecodeOptions) -> Hypotheses:
                       options.length_penalty, beam_size=options.beam_size,
                       max_len=max_length(src.shape[1], options.max_len_a, options.max_len_b),
                       with_attention=options.with_attention,
-                      penalty_type=options.length_penalty_type)
+                      penalty_type=options.length_penalty_type,
+                      constraints=options.constraints)
 
 
 def decode(model, params, src, options: DecodeOptions, rng=None) -> Hypotheses:

@@ -183,14 +183,16 @@ def exact_match_by_length(hyps, refs, src_lengths):
   return rows
 
 
-def _text_metrics(hyps, refs, char_level: bool) -> tuple[dict, object, object]:
+def _text_metrics(hyps, refs, char_level: bool) -> tuple[dict, object, object, object]:
   # Character-level targets (German number words are one word) get character BLEU.
+  # TER (Snover et al. 2006, sacrebleu's defaults) counts edits of words either way.
   bleu = sacrebleu.BLEU(tokenize="char" if char_level else "13a")
-  chrf = sacrebleu.CHRF()
+  chrf, ter = sacrebleu.CHRF(), sacrebleu.TER()
   metrics = {"bleu": bleu.corpus_score(hyps, [refs]).score,
              "chrf": chrf.corpus_score(hyps, [refs]).score,
-             "exact_match": float(np.mean([h == r for h, r in zip(hyps, refs)]))}
-  return metrics, bleu, chrf
+             "exact_match": float(np.mean([h == r for h, r in zip(hyps, refs)])),
+             "ter": ter.corpus_score(hyps, [refs]).score}
+  return metrics, bleu, chrf, ter
 
 
 def evaluate(model, params, dataset, split: str, cfg_eval, mesh=None,
@@ -246,18 +248,19 @@ def _evaluate(model, params, dataset, split, cfg_eval, members, mesh,
     pick = (lambda x, m=m: x[m]) if stacked else (lambda x: x)
     ids = pick(out.tokens)[:, 0]
     hyps = [dataset.tgt_vocab.decode(row) for row in ids]
-    text_metrics, bleu, chrf = _text_metrics(hyps, refs, char_level)
+    text_metrics, bleu, chrf, ter = _text_metrics(hyps, refs, char_level)
     member_loss = float(pick(loss))
     metrics = {"loss": member_loss, "ppl": math.exp(min(member_loss, 50.0)), **text_metrics}
     if greedy is not None:
       greedy_hyps = [dataset.tgt_vocab.decode(row) for row in pick(greedy.tokens)[:, 0]]
-      greedy_metrics, _, _ = _text_metrics(greedy_hyps, refs, char_level)
+      greedy_metrics = _text_metrics(greedy_hyps, refs, char_level)[0]
       metrics.update({f"greedy_{k}": v for k, v in greedy_metrics.items()})
     results.append({
         "metrics": metrics,
         "bleu_by_length": bleu_by_length(hyps, refs, src_lengths, bleu.tokenizer.signature()),
         "exact_match_by_length": exact_match_by_length(hyps, refs, src_lengths),
-        "signature": {"bleu": str(bleu.get_signature()), "chrf": str(chrf.get_signature())},
+        "signature": {"bleu": str(bleu.get_signature()), "chrf": str(chrf.get_signature()),
+                      "ter": str(ter.get_signature())},
         "hypotheses": hyps,
         "output_ids": ids,
         "attention": None if out.attention is None else pick(out.attention)[:, 0],

@@ -47,6 +47,14 @@ _SCORE = flags.DEFINE_bool("score", False, "Print log p(target | source) of sour
                            "lines instead of translating.")
 _TEMPERATURE = flags.DEFINE_float("temperature", 0.0, "> 0: sample instead of beam search.")
 _TOP_K = flags.DEFINE_integer("top_k", 0, "Sampling: only the k most probable tokens.")
+_TOP_P = flags.DEFINE_float("top_p", None, "Sampling: nucleus p, the most probable tokens "
+                            "up to that probability (1: all); default: the workdir's eval.top_p.")
+_MIN_LEN = flags.DEFINE_integer("min_len", None, "No <eos> before this many tokens; default: "
+                                "the workdir's eval.min_len.")
+_NO_REPEAT = flags.DEFINE_integer("no_repeat_ngram", None, "No n-gram of this many tokens "
+                                  "twice in an output (0: off); default: the workdir's.")
+_REPETITION = flags.DEFINE_float("repetition_penalty", None, "Log-probs of tokens already "
+                                 "output times this (1: off); default: the workdir's.")
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
 _BATCH = flags.DEFINE_integer("batch_size", 64, "Sentences a batch.")
 _ATTENTION_DIR = flags.DEFINE_string("attention_dir", None,
@@ -170,6 +178,10 @@ def _decode_options(config) -> decoding.DecodeOptions:
   if sampling:
     overrides.update(temperature=_TEMPERATURE.value, top_k=_TOP_K.value,
                      num_samples=_NBEST.value)
+  for name, flag in (("top_p", _TOP_P), ("min_len", _MIN_LEN),
+                     ("no_repeat_ngram", _NO_REPEAT), ("repetition_penalty", _REPETITION)):
+    if flag.value is not None:
+      overrides[name] = flag.value
   if _MAX_LEN_A.value is not None:
     overrides["max_len_a"] = _MAX_LEN_A.value
   if _MAX_LEN_B.value is not None:

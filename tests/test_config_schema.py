@@ -26,7 +26,8 @@ ADDED_SINCE = ("dataset.joint_vocab", "dataset.number_split", "dataset.max_src_l
                "dataset.dev_path", "dataset.test_path", "train.batch_tokens",
                "train.grad_accum_steps", "train.weight_decay", "train.ema_decay",
                "dataset.subword_alpha", "dataset.subword_nbest", "train.plateau_factor",
-               "train.plateau_patience")
+               "train.plateau_patience", "eval.min_len", "eval.no_repeat_ngram",
+               "eval.repetition_penalty", "eval.top_p")
 BASELINE_SCRIPT = """
 import json, sys
 from seq2seq_jax import config_utils
@@ -83,7 +84,8 @@ def test_the_defaults_and_a_saved_configs_reading_are_the_code_befores(baseline_
 ADDED_AFTER_BASELINE = {"dataset": ("spm_input_sentence_size", "max_dropped_fraction",
                                     "subword_alpha", "subword_nbest", "dev_path", "test_path"),
                         "train": ("batch_tokens", "grad_accum_steps", "weight_decay",
-                                  "ema_decay", "plateau_factor", "plateau_patience")}
+                                  "ema_decay", "plateau_factor", "plateau_patience"),
+                        "eval": ("min_len", "no_repeat_ngram", "repetition_penalty", "top_p")}
 
 
 def _before_added(config) -> dict:

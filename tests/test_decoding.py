@@ -172,6 +172,50 @@ def test_wide_beam_finds_the_brute_force_best(alpha, kind, family):
     np.testing.assert_allclose(out.scores[b, :10], scores[order[:10]], atol=1e-4)
 
 
+def _repeats_an_ngram(seq, n) -> bool:
+  grams = [tuple(seq[i:i + n]) for i in range(len(seq) - n + 1)]
+  return len(set(grams)) < len(grams)
+
+
+@pytest.mark.parametrize("min_len,no_repeat,penalty,family", [(2, 2, 1.0, "rnn"),
+                                                              (1, 1, 1.5, "transformer")])
+def test_constrained_beam_finds_the_brute_force_best_of_the_allowed(min_len, no_repeat, penalty,
+                                                                    family):
+  """Constraints written out over every output of a 3-word vocabulary: <eos> after at
+  least min_len tokens, no n-gram twice, each token's log-prob times the penalty when
+  it is already in the output. The wide beam is exact, greedy is its best first step."""
+  model, params, src = make(seed=1, tgt_vocab=6, sharpen=3.0, family=family,
+                            **FAMILY_KW[family])
+  max_len, k, alpha = 4, 81, 1.0
+  options = Options(beam_size=k, length_penalty=alpha, max_len_a=0.0, max_len_b=max_len,
+                    min_len=min_len, no_repeat_ngram=no_repeat, repetition_penalty=penalty)
+  out = decoding.beam_search(model, params, src, options)
+  for b in range(len(src)):
+    tgt, _ = _brute_force(model, params, src[b], max_len, alpha, "gnmt")
+    per_token, _ = decoding.forced_log_probs(
+        model, params, jnp.asarray(np.repeat(src[b][None], len(tgt), 0)), jnp.asarray(tgt))
+    scores = []
+    for row, lps in zip(tgt, np.asarray(per_token, np.float64)):
+      seq = [int(x) for x in row if x != PAD_ID]
+      allowed = not (seq[-1] == EOS_ID and len(seq) - 1 < min_len) and not \
+          _repeats_an_ngram(seq, no_repeat)
+      lp = sum(lps[i] * (penalty if seq[i] in seq[:i] else 1.0) for i in range(len(seq)))
+      scores.append(lp / ((5.0 + len(seq)) / 6.0) ** alpha if allowed else -np.inf)
+    scores = np.array(scores)
+    order = np.argsort(-scores, kind="stable")
+    valid = int(np.isfinite(scores).sum())
+    np.testing.assert_array_equal(out.tokens[b, 0], tgt[order[0]])
+    n = min(10, valid)
+    np.testing.assert_allclose(out.scores[b, :n], scores[order[:n]], atol=1e-4)
+  greedy = decoding.greedy(model, params, src, Options(
+      length_penalty=0.0, max_len_a=0.0, max_len_b=max_len, min_len=min_len,
+      no_repeat_ngram=no_repeat, repetition_penalty=penalty))
+  for row in np.asarray(greedy.tokens[:, 0]):
+    seq = [int(x) for x in row if x != PAD_ID]
+    assert not _repeats_an_ngram(seq, no_repeat)
+    assert EOS_ID not in seq[:min_len]
+
+
 def test_narrow_beam_is_no_worse_than_greedy():
   model, params, src = make(seed=2, tgt_vocab=9, sharpen=2.0)
   greedy = decoding.greedy(model, params, src, Options(length_penalty=0.0, **KW))
@@ -225,6 +269,18 @@ def test_sampling(family):
                          Options(length_penalty=0.0, temperature=1.0, num_samples=500, top_k=2,
                                  max_len_a=0.0, max_len_b=1))
   assert set(np.asarray(top2.tokens[0, :, 0]).tolist()) <= set(np.argsort(-probs)[:2].tolist())
+  # top-p: the smallest set of most probable tokens reaching p, renormalised
+  order = np.argsort(-probs)
+  p = min(0.9, probs[order[0]] + 0.5 * probs[order[1]])  # cuts inside the second token
+  nucleus = np.zeros_like(probs)
+  nucleus[order[:2]] = probs[order[:2]]
+  nucleus /= nucleus.sum()
+  top_p = decoding.sample(model, params, src[:1], jax.random.PRNGKey(3),
+                          Options(length_penalty=0.0, temperature=1.0, num_samples=4000,
+                                  top_p=p, max_len_a=0.0, max_len_b=1))
+  first = np.asarray(top_p.tokens[0, :, 0])
+  np.testing.assert_allclose(np.bincount(first, minlength=len(probs)) / len(first), nucleus,
+                             atol=4 * np.sqrt(0.25 / len(first)))
 
 
 def test_max_length_follows_the_source_length():

@@ -13,6 +13,7 @@ import sys
 import jax
 import numpy as np
 import pytest
+import sacrebleu
 from test_prepare import debian_like_corpus
 from test_regression import without_timing
 
@@ -238,10 +239,9 @@ def test_dev_and_test_files_are_refused_for_a_generated_task_and_named_when_miss
 def test_a_recipe_killed_and_resumed_ends_as_the_uninterrupted_run(tmp_path):
   """Every new field at once (token batches, accumulation, AdamW, the plateau schedule,
   the weights' moving average, subword sampling, a corpus's own dev and test files and a
-  second dev set),
-  SIGKILLed in the middle of a save (after two reductions of the rate); the
-  predictions have the dev and test files' lines, and translate serves the average,
-  which the run evaluated (the final test: step 60's)."""
+  second dev set), SIGKILLed in the middle of a save (after two reductions of the rate);
+  the predictions have the files' lines, and translate serves the average, which the
+  run evaluated (the final test: step 60's)."""
   corpus, dev, test = _corpus_with_dev_and_test(tmp_path)
   recipe = ["--config.train.grad_accum_steps=2", "--config.train.batch_tokens=200",
             "--config.train.optimizer=adamw", "--config.train.weight_decay=0.01",
@@ -283,6 +283,11 @@ def test_a_recipe_killed_and_resumed_ends_as_the_uninterrupted_run(tmp_path):
             .read_text().splitlines()]
   assert splits.count("dev-news") == splits.count("dev") == 6  # at every dev evaluation
   assert "| dev-news |" in (tmp_path / "whole" / "report.md").read_text()
+  final_test = [json.loads(ln) for ln in (tmp_path / "whole" / "metrics.jsonl").read_text()
+                .splitlines() if '"test"' in ln][-1]  # TER (issue 30) against sacrebleu's
+  hyps = (tmp_path / "whole" / "predictions_test.txt").read_text().splitlines()
+  np.testing.assert_allclose(final_test["ter"],
+                             sacrebleu.corpus_ter(hyps, [[t for _, t in test]]).score)
   (tmp_path / "test_sources.txt").write_text("".join(f"{s}\n" for s, _ in test))
   served = subprocess.run([sys.executable, "-m", "seq2seq_jax.translate",
                            f"--workdir={tmp_path / 'whole'}", "--checkpoint=60", "--beam_size=1",

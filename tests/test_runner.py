@@ -99,6 +99,7 @@ def test_quick_run_leaves_a_complete_workdir(uninterrupted):
                              sacrebleu.corpus_bleu(hyps, [refs], tokenize="char").score)
   np.testing.assert_allclose(final_dev["exact_match"], np.mean([h == r for h, r in
                                                                 zip(hyps, refs)]))
+  np.testing.assert_allclose(final_dev["ter"], sacrebleu.corpus_ter(hyps, [refs]).score)
   by_length = final_dev["exact_match_by_length"]  # by source words, one row a length
   words = [len(tokenize(s, "word")) for s in sources]
   assert [row["n"] for row in by_length] == [words.count(n) for n in sorted(set(words))]

@@ -16,7 +16,8 @@ import numpy as np
 
 from seq2seq_jax import hyper
 
-METRICS = ("dev_bleu", "dev_chrf", "dev_exact_match", "dev_loss", "test_bleu", "test_chrf")
+METRICS = ("dev_bleu", "dev_chrf", "dev_exact_match", "dev_loss", "test_bleu", "test_chrf",
+           "dev_ter", "test_ter")
 
 
 def read_member(member) -> dict | None:
@@ -34,6 +35,8 @@ def read_member(member) -> dict | None:
       "dev_bleu": final_dev["bleu"], "dev_chrf": final_dev["chrf"],
       "dev_exact_match": final_dev["exact_match"], "dev_loss": final_dev["loss"],
       "test_bleu": final_test["bleu"], "test_chrf": final_test["chrf"],
+      # a member trained before TER was reported has none
+      "dev_ter": final_dev.get("ter", math.nan), "test_ter": final_test.get("ter", math.nan),
       "steps": final_dev["step"],
       "dev_curve": [(r["step"], r["bleu"]) for r in dev],
       "train_curve": [(r["step"], r["loss"]) for r in records if r["split"] == "train"],
@@ -92,21 +95,23 @@ def summarize(root: Path, members) -> dict:
            f"{sum(s == 'done' for _, s, _ in rows)} done, {len(failed)} failed or interrupted, "
            f"{sum(s in ('pending', 'running') for _, s, _ in rows)} pending or running.", "",
            "## Groups (mean ± std over seeds, n)", "",
-           "| group | n | dev BLEU | test BLEU | dev chrF | dev exact match | dev loss |",
-           "|---|---|---|---|---|---|---|"]
+           "| group | n | dev BLEU | test BLEU | dev chrF | dev exact match | dev loss | "
+           "test TER |",
+           "|---|---|---|---|---|---|---|---|"]
   for g, st in stats.items():
     cells = [f"{_fmt(st[k][0])} ± {_fmt(st[k][1])}" for k in
              ("dev_bleu", "test_bleu", "dev_chrf")]
     cells += [f"{_fmt(st[k][0], 3)} ± {_fmt(st[k][1], 3)}" for k in ("dev_exact_match", "dev_loss")]
+    cells.append(f"{_fmt(st['test_ter'][0])} ± {_fmt(st['test_ter'][1])}")
     lines.append(f"| {g} | {st['dev_bleu'][2]} | " + " | ".join(cells) + " |")
   lines += _length_table(*by_length)
   lines += ["", "## Members", "",
-            "| # | member | state | steps | dev BLEU | test BLEU | dev chrF |",
-            "|---|---|---|---|---|---|---|"]
+            "| # | member | state | steps | dev BLEU | test BLEU | dev chrF | test TER |",
+            "|---|---|---|---|---|---|---|---|"]
   for m, state, r in rows:
     lines.append(f"| {m.index} | {m.name} | {state} | {r['steps'] if r else '-'} | "
                  f"{_fmt(r['dev_bleu'] if r else None)} | {_fmt(r['test_bleu'] if r else None)} | "
-                 f"{_fmt(r['dev_chrf'] if r else None)} |")
+                 f"{_fmt(r['dev_chrf'] if r else None)} | {_fmt(r['test_ter'] if r else None)} |")
   if failed:
     lines += ["", "## Failed", "", "| # | member | state | last line of the error |",
               "|---|---|---|---|"]

@@ -17,7 +17,8 @@ from seq2seq_jax.files import write_atomically
 
 log = logging.getLogger(__name__)
 
-HIGHER_IS_BETTER = {"bleu": True, "chrf": True, "exact_match": True, "loss": False}
+HIGHER_IS_BETTER = {"bleu": True, "chrf": True, "exact_match": True, "loss": False,
+                    "ter": False}
 FINISHED = "finished.json"
 def check(train_config) -> None:
   """ValueError naming the first bad `train.early_stopping` field."""

@@ -23,14 +23,26 @@ class TrainState(flax.struct.PyTreeNode):
   step: jax.Array  # [] int32, updates done
   params: Any
   opt_state: Any
-  # With train.ema_decay: the exponential moving average of `params` (None is no leaf:
-  # without it, checkpoints keep the layout they had before).
-  ema: Any = None
+  ema = None  # `AveragedTrainState`'s field; not one of this class (its checkpoints' layout)
 
   @property
   def served(self):
     """The weights a run evaluates and translate serves: the average when there is one."""
     return self.params if self.ema is None else self.ema
+
+  def with_served(self, params) -> "TrainState":
+    """The state with `params` as what it serves (an average kept alike)."""
+    return self.replace(params=params)
+
+
+class AveragedTrainState(TrainState):
+  """With train.ema_decay: also the exponential moving average of `params` (a class of
+  its own: a `None` field would be a node of the checkpoint's tree, and the
+  checkpoints of runs without it could no longer be read)."""
+  ema: Any = None
+
+  def with_served(self, params) -> "AveragedTrainState":
+    return self.replace(params=params, ema=params)
 
 
 # Compiled: run op by op, init runs the whole forward pass (5 s of a 15 s quick run,
@@ -43,8 +55,8 @@ def init_state(model, tx: optax.GradientTransformation, rng: jax.Array,
   """Fresh parameters (shapes from `batch`'s `src` and `tgt`) and optimizer state;
   with `ema`, their moving average, starting at them."""
   params = model.init({"params": rng}, batch["src"], batch["tgt"])["params"]
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                    opt_state=tx.init(params), ema=params if ema else None)
+  fields = dict(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+  return AveragedTrainState(**fields, ema=params) if ema else TrainState(**fields)
 
 
 def moving_average(ema, params, decay):
@@ -190,8 +202,9 @@ def make_train_step(model, tx: optax.GradientTransformation,
       metrics["learning_rate"] = jnp.asarray(learning_rate(state.step), jnp.float32)
     if tf_prob is not None:
       metrics["tf_prob"] = tf_prob
-    ema = None if state.ema is None else moving_average(state.ema, params, ema_decay)
-    return state.replace(step=state.step + 1, params=params, opt_state=opt_state,
-                         ema=ema), metrics
+    state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+    if state.ema is not None:
+      state = state.replace(ema=moving_average(state.ema, params, ema_decay))
+    return state, metrics
 
   return train_step

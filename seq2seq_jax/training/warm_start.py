@@ -66,5 +66,4 @@ class WarmStart:
                           jax.tree_util.tree_unflatten(
                               jax.tree.structure(state.params),
                               [theirs[path] for path, _ in ours]))
-    return state.replace(params=params, opt_state=tx.init(params),
-                         ema=None if state.ema is None else params)
+    return state.with_served(params).replace(opt_state=tx.init(params))

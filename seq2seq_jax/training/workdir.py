@@ -268,11 +268,13 @@ def load_data(config, workdir: Path, vocabularies: tuple | None = None) -> data.
 
 def metrics_table(results: dict) -> list[str]:
   """The markdown rows of each split's final metrics (report.md, its averaged section)."""
-  rows = ["| split | loss | ppl | BLEU | chrF | exact match |", "|---|---|---|---|---|---|"]
+  rows = ["| split | loss | ppl | BLEU | chrF | TER | exact match |",
+          "|---|---|---|---|---|---|---|"]
   for split, res in results.items():
     m = res["metrics"]
+    ter = f"{m['ter']:.2f}" if "ter" in m else "-"  # a result from before TER
     rows.append(f"| {split} | {m['loss']:.4f} | {m['ppl']:.3f} | {m['bleu']:.2f} | "
-                f"{m['chrf']:.2f} | {m['exact_match']:.4f} |")
+                f"{m['chrf']:.2f} | {ter} | {m['exact_match']:.4f} |")
   return rows
 
 
@@ -298,8 +300,8 @@ def write_report(workdir: Path, config, model_summary: str, has_attention: bool,
     columns = [f"{rows[s][bucket]['n']} | {rows[s][bucket]['exact_match']:.4f}" if bucket in
              rows[s] else "0 | -" for s in results]
     lines.append(f"| {bucket} | " + " | ".join(columns) + " |")
-  lines += ["", f"sacrebleu: `{results['dev']['signature']['bleu']}`, "
-            f"`{results['dev']['signature']['chrf']}`", ""]
+  lines += ["", "sacrebleu: " + ", ".join(f"`{s}`" for s in results["dev"]["signature"].values()),
+            ""]
   plots = sorted((workdir / "attention").glob("final_*.png")) if has_attention else []
   lines += [f"![attention {p.stem}](attention/{p.name})" for p in plots]
   write_atomically(workdir / "report.md", "\n".join(lines) + "\n")
