@@ -1,7 +1,7 @@
 """Checking a whole config before any work starts: one `ValueError` naming the first bad field."""
 
 from seq2seq_jax import config_schema, data, decoding, models
-from seq2seq_jax.data import synthetic
+from seq2seq_jax.data import sources, synthetic
 from seq2seq_jax.training import early_stopping, optim, schedules, step
 
 
@@ -33,8 +33,8 @@ def validate(config) -> config_schema.Config:
   if not data.is_dataset_name(config.dataset.name):
     raise ValueError(f"dataset.name={config.dataset.name!r} is not valid; valid datasets: "
                      f"{', '.join(data.dataset_names())}")
-  if not config.dataset.name.startswith(("tsv:", "debian:")):  # its files checked when read
-    data.split_files(config.dataset)
+  if not config.dataset.name.startswith(sources.WITH_SPLIT_FILES):  # else checked when read
+    data.split_files(config.dataset)  # refuses dev_path / test_path
   split = config.dataset.number_split
   if split not in synthetic.NUMBER_SPLITS:
     raise ValueError(f"dataset.number_split={split!r} is not valid; valid: "

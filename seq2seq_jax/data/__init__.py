@@ -234,4 +234,3 @@ def _rows(batch_size: int, batch_tokens: int, width: int, multiple: int) -> int:
                      f"longest training pairs ({width} tokens, padding included): use at least "
                      f"{width * multiple}, or lower dataset.max_src_len / max_tgt_len")
   return rows
-

@@ -8,6 +8,9 @@ import re
 
 from seq2seq_jax.data import debian, synthetic, tfds_source, tsv
 
+# The datasets that are one TSV file, and so can take their own dev and test files.
+WITH_SPLIT_FILES = ("tsv:", "debian:")
+
 # The fields a generated task's text depends on (the tokenizer's are not among them).
 GENERATOR_FIELDS = ("max_number", "number_split", "train_size", "dev_size", "test_size", "seed",
                     "num_symbols", "min_length", "max_length", "max_digits")
@@ -53,7 +56,7 @@ def _code_digest(*modules) -> str:
 def identity(cfg) -> tuple[dict, str, str]:
   """What the text of `cfg.name` is made of (a TSV's bytes, a generator's fields and
   code), and the tokenizer of each side that the dataset brings."""
-  split_files(cfg)  # refused for a dataset that brings its splits
+  given = split_files(cfg)  # refused for a dataset that brings its splits
   if cfg.name in synthetic.TASKS:
     _, src_kind, tgt_kind = synthetic.TASKS[cfg.name]
     return ({"generated": cfg.name, "fields": {f: getattr(cfg, f) for f in GENERATOR_FIELDS},
@@ -65,8 +68,8 @@ def identity(cfg) -> tuple[dict, str, str]:
   path = tsv.check_corpus(corpus_file(cfg))
   found = {"tsv_sha256": tsv.file_digest(path), "dev_size": cfg.dev_size,
            "test_size": cfg.test_size}
-  for split, given in split_files(cfg).items():  # absent without them: the keys made before
-    found[f"{split}_sha256"] = tsv.file_digest(given)
+  for split, path in given.items():  # absent without them: the keys made before
+    found[f"{split}_sha256"] = tsv.file_digest(path)
   return found, "word", "word"
 
 
@@ -78,7 +81,7 @@ def split_files(cfg) -> dict:
   first dot (`dev-newstest2014`), evaluated beside it."""
   paths = {"dev": [p.strip() for p in cfg.dev_path.split(",") if p.strip()],
            "test": [cfg.test_path] if cfg.test_path else []}
-  if (paths["dev"] or paths["test"]) and not cfg.name.startswith(("tsv:", "debian:")):
+  if (paths["dev"] or paths["test"]) and not cfg.name.startswith(WITH_SPLIT_FILES):
     raise ValueError(f"dataset.{'dev' if paths['dev'] else 'test'}_path needs a TSV corpus "
                      f"(dataset.name=tsv:PATH or debian:PAIR), not {cfg.name!r}, whose splits "
                      "are given")
